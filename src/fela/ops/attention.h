@@ -1,0 +1,60 @@
+// Softmax attention pieces for the `A` mixer (SPEC §4).
+//
+// RoPE (rotate-half): for each head, dimension i < Dh/2 pairs with i + Dh/2; at position p,
+//   y_i = x_i cos(p w_i) - x_{i+Dh/2} sin(p w_i),  y_{i+Dh/2} = x_{i+Dh/2} cos(p w_i) + x_i sin(p w_i)
+//   w_i = theta^(-2i/Dh), positions p = pos0 + n for token n. x, y [B, N, H, Dh]; y may alias x.
+//   Backward applies the inverse rotation: dx = R^T dy (dx may alias dy).
+//
+// Causal attention with GQA: q [B, Nq, H, Dh], k, v [B, Nk, Hkv, Dh], Nk >= Nq, H % Hkv == 0.
+// Query n sits at position Nk - Nq + n and sees keys 0 ..= Nk - Nq + n (so Nq = Nk is training,
+// Nq = 1 is a generation step against a KV cache). Query head h reads kv head h / (H / Hkv).
+//   P = softmax(q k^T * scale) over visible keys,  o = P v.   o [B, Nq, H, Dh];
+//   lse [B, H, Nq] = log-sum-exp of the scaled scores (saved for backward).
+// Gradients dq, dk, dv are written (=).
+#pragma once
+#include "fela/ops/op.h"
+
+namespace fela::ops {
+
+void rope_forward(Tensor y, const Tensor& x, int64_t pos0, double theta, Impl impl = Impl::Fast);
+void rope_backward(Tensor dx, const Tensor& dy, int64_t pos0, double theta,
+                   Impl impl = Impl::Fast);
+
+void attention_forward(Tensor o, Tensor lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                       double scale, Impl impl = Impl::Fast);
+void attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& d_o, const Tensor& q,
+                        const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                        double scale, Impl impl = Impl::Fast);
+
+namespace ref {
+template <class T>
+void rope_forward(T* y, const T* x, int64_t B, int64_t N, int64_t H, int64_t Dh, int64_t pos0,
+                  double theta);
+template <class T>
+void rope_backward(T* dx, const T* dy, int64_t B, int64_t N, int64_t H, int64_t Dh, int64_t pos0,
+                   double theta);
+template <class T>
+void attention_forward(T* o, T* lse, const T* q, const T* k, const T* v, int64_t B, int64_t Nq,
+                       int64_t Nk, int64_t H, int64_t Hkv, int64_t Dh, double scale);
+template <class T>
+void attention_backward(T* dq, T* dk, T* dv, const T* d_o, const T* q, const T* k, const T* v,
+                        const T* o, const T* lse, int64_t B, int64_t Nq, int64_t Nk, int64_t H,
+                        int64_t Hkv, int64_t Dh, double scale);
+}  // namespace ref
+namespace cpu {
+template <class T>
+void rope_forward(T* y, const T* x, int64_t B, int64_t N, int64_t H, int64_t Dh, int64_t pos0,
+                  double theta);
+template <class T>
+void rope_backward(T* dx, const T* dy, int64_t B, int64_t N, int64_t H, int64_t Dh, int64_t pos0,
+                   double theta);
+template <class T>
+void attention_forward(T* o, T* lse, const T* q, const T* k, const T* v, int64_t B, int64_t Nq,
+                       int64_t Nk, int64_t H, int64_t Hkv, int64_t Dh, double scale);
+template <class T>
+void attention_backward(T* dq, T* dk, T* dv, const T* d_o, const T* q, const T* k, const T* v,
+                        const T* o, const T* lse, int64_t B, int64_t Nq, int64_t Nk, int64_t H,
+                        int64_t Hkv, int64_t Dh, double scale);
+}  // namespace cpu
+
+}  // namespace fela::ops

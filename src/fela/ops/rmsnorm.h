@@ -1,0 +1,31 @@
+// RMSNorm over the last dimension (SPEC §1), computed in fp32 or wider.
+//   y[r, :] = x[r, :] * rstd[r] * g          rstd[r] = 1 / sqrt(mean(x[r, :]^2) + eps)
+// Shapes: x, y [R, d] (any leading shape flattened to R rows); g [d]; rstd [R] (saved for
+// backward). Backward: dx = rstd * (dy*g - x * rstd^2 * mean(dy*g*x)),  dg += sum_r dy*x*rstd.
+#pragma once
+#include "fela/ops/op.h"
+
+namespace fela::ops {
+
+void rmsnorm_forward(Tensor y, Tensor rstd, const Tensor& x, const Tensor& g, double eps,
+                     Impl impl = Impl::Fast);
+// dx may alias dy. dg accumulates.
+void rmsnorm_backward(Tensor dx, Tensor dg, const Tensor& dy, const Tensor& x, const Tensor& g,
+                      const Tensor& rstd, Impl impl = Impl::Fast);
+
+namespace ref {
+template <class T>
+void rmsnorm_forward(T* y, T* rstd, const T* x, const T* g, int64_t R, int64_t d, double eps);
+template <class T>
+void rmsnorm_backward(T* dx, T* dg, const T* dy, const T* x, const T* g, const T* rstd, int64_t R,
+                      int64_t d);
+}  // namespace ref
+namespace cpu {
+template <class T>
+void rmsnorm_forward(T* y, T* rstd, const T* x, const T* g, int64_t R, int64_t d, double eps);
+template <class T>
+void rmsnorm_backward(T* dx, T* dg, const T* dy, const T* x, const T* g, const T* rstd, int64_t R,
+                      int64_t d);
+}  // namespace cpu
+
+}  // namespace fela::ops
