@@ -72,7 +72,7 @@ class Array {
   const Tensor& view() const { return view_; }
   operator Tensor() const { return view_; }
   template <class T> T* data() const { return view_.data<T>(); }
-  int64_t numel() const { return view_.numel(); }
+  int64_t numel() const { return mem_ ? view_.numel() : 0; }  // 0 when empty
   const Shape& shape() const { return view_.shape(); }
   DType dtype() const { return view_.dtype(); }
   void zero();
