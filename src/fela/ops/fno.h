@@ -34,9 +34,14 @@ void fno_conv_backward(Tensor du, Tensor df, Tensor dskip, const Tensor& dy, con
 // then ring[b, t % (M-1), :] = u[b, :]. u, y [B, d]; ring [B, M-1, d] (M = 1: ring unused).
 void fno_conv_step(Tensor y, Tensor ring, const Tensor& u, const Tensor& f, const Tensor& skip,
                    int64_t t);
-// Fills the ring after a prefill of N tokens from u [B, N, d] (slots for t < N-(M-1) untouched
-// by the caller's zeroed ring stay zero).
-void fno_ring_load(Tensor ring, const Tensor& u);
+// Stores the inputs u [B, N, d] of tokens t0 .. t0+N-1 into the ring (slot t % (M-1)); only
+// the last M-1 of them can survive. After a prefill from t0 = 0, slots of tokens that were
+// never seen keep the caller's zeros.
+void fno_ring_load(Tensor ring, const Tensor& u, int64_t t0 = 0);
+// The last M-1 inputs before token t in token order: hist[j] = input of token t-(M-1)+j
+// (zero for negative positions). ring, hist [M-1, d] (one sequence). Continuing a prefill
+// from t puts hist in front of the new inputs.
+void fno_ring_unroll(Tensor hist, const Tensor& ring, int64_t t);
 
 namespace ref {
 template <class T>

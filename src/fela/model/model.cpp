@@ -1,0 +1,536 @@
+// The FELA network (SPEC §1-4): forward, fused loss head, backward, and recurrent inference.
+// Each line of the forward is one SPEC equation; each backward mirrors its forward in reverse.
+// Activations live in a keyed pool (layer, name) sized for the current [B, N], so that the
+// backward pass reads exactly the tensors its forward wrote.
+#include "fela/model/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <string>
+
+#include "fela/ops/add.h"
+#include "fela/ops/attention.h"
+#include "fela/ops/cross_entropy.h"
+#include "fela/ops/decay_gate.h"
+#include "fela/ops/embedding.h"
+#include "fela/ops/fno.h"
+#include "fela/ops/gla.h"
+#include "fela/ops/linear.h"
+#include "fela/ops/rmsnorm.h"
+#include "fela/ops/swiglu.h"
+
+namespace fela {
+
+using ops::GradMode;
+using ops::Layout;
+
+namespace {
+
+// Buffers keyed by (layer, name); a buffer is reallocated only when it must grow.
+class Pool {
+ public:
+  explicit Pool(DType dt) : dt_(dt) {}
+  Tensor get(int layer, const std::string& key, Shape s) {
+    Array& a = bufs_[{layer, key}];
+    if (a.numel() < s.numel()) a = Array::empty(dt_, {s.numel()});
+    return Tensor(a.view().raw(), dt_, s);
+  }
+
+ private:
+  DType dt_;
+  std::map<std::pair<int, std::string>, Array> bufs_;
+};
+
+void copy_tensor(Tensor dst, const Tensor& src) {
+  FELA_CHECK(dst.bytes() == src.bytes(), "[model] copy of ", src.shape().str(), " into ",
+             dst.shape().str());
+  std::memcpy(dst.raw(), src.raw(), src.bytes());
+}
+
+constexpr int kGlobal = -1;
+
+// Grows a KV cache [B, cap, Hkv, Dh] to hold at least n positions (capacity doubles).
+void reserve_cache(Array& cache, int64_t n) {
+  const Shape s = cache.shape();
+  if (s[1] >= n) return;
+  const int64_t cap = std::max<int64_t>(n, 2 * s[1]);
+  Array bigger = Array::zeros(cache.dtype(), {s[0], cap, s[2], s[3]});
+  const size_t row = size_t(s[2] * s[3]) * dtype_size(cache.dtype());
+  for (int64_t b = 0; b < s[0]; ++b)
+    std::memcpy(Tensor(bigger)[b].raw(), Tensor(cache)[b].raw(), size_t(s[1]) * row);
+  cache = std::move(bigger);
+}
+
+}  // namespace
+
+struct Model::Acts {
+  explicit Acts(DType dt) : pool(dt) {}
+  Pool pool;
+  int64_t B = 0, N = 0;
+  Array tokens;           // [B*N] int32
+  int64_t loss_count = 0;
+  bool loss_has_grad = false;
+  Tensor get(int layer, const std::string& key, Shape s) { return pool.get(layer, key, s); }
+};
+
+struct Model::StepScratch {
+  explicit StepScratch(DType dt) : pool(dt) {}
+  Pool pool;
+  Tensor get(int layer, const std::string& key, Shape s) { return pool.get(layer, key, s); }
+};
+
+Model::Model(const Config& config, DType dtype, ops::Impl impl)
+    : config_(config), dtype_(dtype), impl_(impl), table_(config) {
+  FELA_CHECK(dtype == DType::F32 || dtype == DType::F64, "[model] CPU model dtype must be f32 or f64");
+  params_ = Array::zeros(dtype, {table_.total()});
+  grads_ = Array::zeros(dtype, {table_.total()});
+  w_ = bind_weights(table_, config_, params_);
+  dw_ = bind_weights(table_, config_, grads_);
+  acts_ = std::make_unique<Acts>(dtype);
+  step_ = std::make_unique<StepScratch>(dtype);
+}
+
+Model::~Model() = default;
+
+void Model::init(uint64_t seed) { init_params(table_, config_, params_, seed); }
+void Model::zero_grad() { grads_.zero(); }
+
+void Model::head_forward(Tensor logits, const Tensor& x) const {
+  if (config_.tie_embeddings) ops::linear_forward(logits, x, w_.embed, Layout::OutIn, impl_);  // x E^T
+  else ops::linear_forward(logits, x, w_.lm_head, Layout::InOut, impl_);                       // x W_out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward
+
+void Model::forward(const int32_t* tokens, int64_t B, int64_t N) {
+  forward_impl(tokens, B, N, nullptr);
+}
+
+// With `fill`, the forward continues the sequences of an inference state from position fill->t
+// (chunked prefill) and leaves the state updated for position fill->t + N.
+void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceState* fill) {
+  FELA_CHECK(B >= 1 && N >= 1, "[model] forward needs B >= 1 and N >= 1, got B=", B, " N=", N);
+  const Config& c = config_;
+  const int64_t R = B * N, d = c.d_model, F = c.mlp_hidden, M = c.taps, L = c.n_layers;
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, Dh = c.head_dim();
+  Acts& A = *acts_;
+  A.B = B, A.N = N, A.loss_has_grad = false;
+  A.tokens = Array::empty(DType::I32, {R});
+  std::memcpy(A.tokens.data<int32_t>(), tokens, R * sizeof(int32_t));
+  const ops::Impl im = impl_;
+  const int64_t t0 = fill ? fill->t : 0;  // position of the first token
+
+  Tensor h0 = A.get(0, "h", {R, d});
+  ops::embedding_forward(h0, A.tokens, w_.embed, im);  // h0 = E[tokens]
+
+  for (int64_t i = 0; i < L; ++i) {
+    const LayerWeights& lw = w_.layers[i];
+    const int li = int(i);
+    Tensor h = A.get(li, "h", {R, d});
+    Tensor xn = A.get(li, "xn", {R, d}), rstd = A.get(li, "rstd", {R});
+    Tensor mix = A.get(kGlobal, "mix_out", {R, d});
+    ops::rmsnorm_forward(xn, rstd, h, lw.mix_norm, c.norm_eps, im);  // xn = RMSNorm(h; g_mix)
+
+    if (lw.mixer == 'S') {
+      const FnoWeights& p = lw.fno;
+      Tensor u = A.get(li, "u", {B, N, d}), z = A.get(li, "z", {R, d});
+      Tensor f = A.get(li, "f", {d, M}), y = A.get(li, "y", {B, N, d}), o = A.get(li, "o", {R, d});
+      ops::linear_forward(u, xn, p.w_u, Layout::InOut, im);       // u = x W_u
+      ops::linear_forward(z, xn, p.w_z, Layout::InOut, im);       // z = x W_z
+      ops::fno_filter_forward(f, p.k_re, p.k_im, im);             // f = irfft(K, n = M)
+      if (t0 == 0) {
+        ops::fno_conv_forward(y, u, f, p.skip, im);               // y = f * u + D u
+      } else {  // continue after t0 tokens: the ring's last M-1 inputs go in front of u
+        Tensor u_ext = A.get(kGlobal, "u_ext", {B, M - 1 + N, d});
+        Tensor y_ext = A.get(kGlobal, "y_ext", {B, M - 1 + N, d});
+        for (int64_t b = 0; b < B; ++b) {
+          ops::fno_ring_unroll(u_ext[b].slice(0, M - 1), Tensor(fill->ring[i])[b], t0);
+          copy_tensor(u_ext[b].slice(M - 1, M - 1 + N), u[b]);
+        }
+        ops::fno_conv_forward(y_ext, u_ext, f, p.skip, im);
+        for (int64_t b = 0; b < B; ++b) copy_tensor(y[b], y_ext[b].slice(M - 1, M - 1 + N));
+      }
+      ops::swiglu_forward(o, z, y, im);                           // o = (y + D u) silu(z)
+      ops::linear_forward(mix, o, p.w_o, Layout::InOut, im);      // out = o W_o
+      if (fill) ops::fno_ring_load(fill->ring[i], u, t0);
+    } else if (lw.mixer == 'L') {
+      const GlaWeights& p = lw.gla;
+      const int64_t dk = c.d_k(), dv = c.d_v(), Dk = c.head_dk(), Dv = c.head_dv();
+      Tensor q = A.get(li, "q", {R, dk}), k = A.get(li, "k", {R, dk});
+      Tensor v = A.get(li, "v", {R, dv}), g = A.get(li, "g", {R, dv});
+      Tensor a1 = A.get(li, "a1", {R, c.gate_rank}), apre = A.get(li, "apre", {R, dk});
+      Tensor a = A.get(li, "a", {R, dk}), og = A.get(li, "og", {R, dv});
+      Tensor rstd_o = A.get(li, "rstd_o", {R * H}), on = A.get(li, "on", {R, dv});
+      Tensor o2 = A.get(li, "o2", {R, dv});
+      ops::linear_forward(q, xn, p.w_q, Layout::InOut, im);       // q = x W_q
+      ops::linear_forward(k, xn, p.w_k, Layout::InOut, im);       // k = x W_k
+      ops::linear_forward(v, xn, p.w_v, Layout::InOut, im);       // v = x W_v
+      ops::linear_forward(a1, xn, p.w_a1, Layout::InOut, im);     // x W_a1
+      ops::linear_forward(apre, a1, p.w_a2, Layout::InOut, im);   // x W_a1 W_a2
+      ops::decay_gate_forward(a, apre, p.b_a, c.gate_normalizer, im);  // a = logsigmoid(. + b_a)/16
+      Tensor state = fill ? Tensor(fill->gla[i]) : Tensor();  // in and out: updated in place
+      ops::gla_forward(og.reshape({B, N, H, Dv}), state, q.reshape({B, N, H, Dk}),
+                       k.reshape({B, N, H, Dk}), v.reshape({B, N, H, Dv}),
+                       a.reshape({B, N, H, Dk}), state, 1.0 / std::sqrt(double(Dk)), c.chunk,
+                       im);                                       // o_t = (q_t Dk^-0.5) S_t
+      ops::rmsnorm_forward(on.reshape({R * H, Dv}), rstd_o, og.reshape({R * H, Dv}), p.g_o,
+                           c.norm_eps, im);                       // RMSNorm_head(o; g_o)
+      ops::linear_forward(g, xn, p.w_g, Layout::InOut, im);       // x W_g
+      ops::swiglu_forward(o2, g, on, im);                         // * silu(x W_g)
+      ops::linear_forward(mix, o2, p.w_o, Layout::InOut, im);     // out = o W_o
+    } else {
+      const AttnWeights& p = lw.attn;
+      Tensor q = A.get(li, "q", {B, N, H, Dh}), k = A.get(li, "k", {B, N, Hkv, Dh});
+      Tensor v = A.get(li, "v", {B, N, Hkv, Dh}), att = A.get(li, "att", {B, N, H, Dh});
+      Tensor lse = A.get(li, "lse", {B, H, N});
+      ops::linear_forward(q.reshape({R, H * Dh}), xn, p.w_q, Layout::InOut, im);    // q = x W_q
+      ops::linear_forward(k.reshape({R, Hkv * Dh}), xn, p.w_k, Layout::InOut, im);  // k = x W_k
+      ops::linear_forward(v.reshape({R, Hkv * Dh}), xn, p.w_v, Layout::InOut, im);  // v = x W_v
+      ops::rope_forward(q, q, t0, c.rope_theta, im);              // RoPE(q)
+      ops::rope_forward(k, k, t0, c.rope_theta, im);              // RoPE(k)
+      const double scale = 1.0 / std::sqrt(double(Dh));
+      if (!fill) {
+        ops::attention_forward(att, lse, q, k, v, scale, im);     // softmax(q k^T / sqrt(Dh)) v
+      } else {  // against the KV cache of the t0 earlier tokens
+        reserve_cache(fill->k_cache[i], t0 + N);
+        reserve_cache(fill->v_cache[i], t0 + N);
+        for (int64_t b = 0; b < B; ++b) {
+          Tensor kc = Tensor(fill->k_cache[i])[b].slice(0, t0 + N);
+          Tensor vc = Tensor(fill->v_cache[i])[b].slice(0, t0 + N);
+          copy_tensor(kc.slice(t0, t0 + N), k[b]);
+          copy_tensor(vc.slice(t0, t0 + N), v[b]);
+          ops::attention_forward(att[b].reshape({1, N, H, Dh}), lse[b].reshape({1, H, N}),
+                                 q[b].reshape({1, N, H, Dh}), kc.reshape({1, t0 + N, Hkv, Dh}),
+                                 vc.reshape({1, t0 + N, Hkv, Dh}), scale, im);
+        }
+      }
+      ops::linear_forward(mix, att.reshape({R, H * Dh}), p.w_o, Layout::InOut, im);  // out = att W_o
+    }
+
+    Tensor hm = A.get(li, "h_mid", {R, d});
+    copy_tensor(hm, h);
+    ops::add_inplace(hm, mix, im);                                // h = h + Mixer(RMSNorm(h))
+
+    const MlpWeights& m = lw.mlp;
+    Tensor xn2 = A.get(li, "xn2", {R, d}), rstd2 = A.get(li, "rstd2", {R});
+    Tensor ma = A.get(li, "ma", {R, F}), mb = A.get(li, "mb", {R, F}), mo = A.get(li, "m", {R, F});
+    ops::rmsnorm_forward(xn2, rstd2, hm, lw.mlp_norm, c.norm_eps, im);  // x = RMSNorm(h; g_mlp)
+    ops::linear_forward(ma, xn2, m.w_gate, Layout::InOut, im);    // x W_gate
+    ops::linear_forward(mb, xn2, m.w_up, Layout::InOut, im);      // x W_up
+    ops::swiglu_forward(mo, ma, mb, im);                          // silu(x W_gate) * (x W_up)
+    Tensor h_next = A.get(li + 1, "h", {R, d});
+    ops::linear_forward(h_next, mo, m.w_down, Layout::InOut, im); // (...) W_down
+    ops::add_inplace(h_next, hm, im);                             // h = h + MLP(RMSNorm(h))
+  }
+
+  Tensor xf = A.get(kGlobal, "xf", {R, d}), rstd_f = A.get(kGlobal, "rstd_f", {R});
+  ops::rmsnorm_forward(xf, rstd_f, A.get(int(L), "h", {R, d}), w_.final_norm, c.norm_eps, im);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loss: the head in row chunks, so that [B*N, V] logits are never held at once.
+
+double Model::loss(const int32_t* targets, double grad_scale, double* loss_sum, int64_t* count) {
+  Acts& A = *acts_;
+  FELA_CHECK(A.B > 0, "[model] loss() before forward()");
+  const int64_t R = A.B * A.N, d = config_.d_model, V = config_.vocab_size();
+  int64_t n = 0;
+  for (int64_t r = 0; r < R; ++r) n += targets[r] >= 0;
+  FELA_CHECK(n > 0, "[model] loss() with no targets");
+  Array tgt = Array::empty(DType::I32, {R});
+  std::memcpy(tgt.data<int32_t>(), targets, R * sizeof(int32_t));
+
+  const int64_t rows = std::max<int64_t>(1, (int64_t(1) << 23) / V);
+  Tensor xf = A.get(kGlobal, "xf", {R, d});
+  Tensor dxf = A.get(kGlobal, "dxf", {R, d});
+  double sum = 0;
+  for (int64_t r0 = 0; r0 < R; r0 += rows) {
+    const int64_t r1 = std::min(R, r0 + rows), nr = r1 - r0;
+    Tensor lg = A.get(kGlobal, "logits", {nr, V}), ls = A.get(kGlobal, "row_loss", {nr});
+    Tensor x = xf.slice(r0, r1), t = Tensor(tgt).slice(r0, r1);
+    head_forward(lg, x);                                            // logits = x W_out
+    ops::cross_entropy_forward(ls, lg, t, impl_);                   // CE per row
+    for (int64_t r = 0; r < nr; ++r)
+      sum += dtype_ == DType::F64 ? ls.data<double>()[r] : double(ls.data<float>()[r]);
+    if (grad_scale != 0) {
+      ops::cross_entropy_backward(lg, lg, t, grad_scale / double(n), impl_);  // dlogits
+      if (config_.tie_embeddings)
+        ops::linear_backward(dxf.slice(r0, r1), dw_.embed, lg, x, w_.embed, Layout::OutIn,
+                             GradMode::Write, impl_);
+      else
+        ops::linear_backward(dxf.slice(r0, r1), dw_.lm_head, lg, x, w_.lm_head, Layout::InOut,
+                             GradMode::Write, impl_);
+    }
+  }
+  A.loss_has_grad = grad_scale != 0;
+  A.loss_count = n;
+  if (loss_sum) *loss_sum = sum;
+  if (count) *count = n;
+  return sum / double(n);
+}
+
+void Model::logits(Tensor out, int64_t row0, int64_t n) {
+  Acts& A = *acts_;
+  FELA_CHECK(A.B > 0 && row0 >= 0 && row0 + n <= A.B * A.N, "[model] logits rows out of range");
+  head_forward(out, A.get(kGlobal, "xf", {A.B * A.N, config_.d_model}).slice(row0, row0 + n));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward: the forward in reverse, accumulating into grads_.
+
+void Model::backward() {
+  Acts& A = *acts_;
+  FELA_CHECK(A.loss_has_grad, "[model] backward() needs loss(targets, scale != 0) first");
+  A.loss_has_grad = false;
+  const Config& c = config_;
+  const int64_t B = A.B, N = A.N, R = B * N, d = c.d_model, F = c.mlp_hidden, M = c.taps;
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, Dh = c.head_dim(), L = c.n_layers;
+  const ops::Impl im = impl_;
+
+  Tensor dh = A.get(kGlobal, "dh", {R, d}), dtmp = A.get(kGlobal, "dtmp", {R, d});
+  Tensor dxn = A.get(kGlobal, "dxn", {R, d}), dmix = dh;  // the residual passes dh unchanged
+  ops::rmsnorm_backward(dh, dw_.final_norm, A.get(kGlobal, "dxf", {R, d}),
+                        A.get(int(L), "h", {R, d}), w_.final_norm,
+                        A.get(kGlobal, "rstd_f", {R}), im);
+
+  for (int64_t i = L - 1; i >= 0; --i) {
+    const LayerWeights& lw = w_.layers[i];
+    LayerWeights& gw = dw_.layers[i];
+    const int li = int(i);
+
+    // MLP: h = h_mid + (silu(x W_gate) * (x W_up)) W_down,  x = RMSNorm(h_mid; g_mlp)
+    {
+      const MlpWeights &m = lw.mlp, &gm = gw.mlp;
+      Tensor xn2 = A.get(li, "xn2", {R, d}), ma = A.get(li, "ma", {R, F});
+      Tensor mb = A.get(li, "mb", {R, F}), mo = A.get(li, "m", {R, F});
+      Tensor dma = A.get(kGlobal, "dma", {R, F}), dmb = A.get(kGlobal, "dmb", {R, F});
+      ops::linear_backward(dma, gm.w_down, dh, mo, m.w_down, Layout::InOut, GradMode::Write, im);
+      ops::swiglu_backward(dma, dmb, dma, ma, mb, im);
+      ops::linear_backward(dxn, gm.w_gate, dma, xn2, m.w_gate, Layout::InOut, GradMode::Write, im);
+      ops::linear_backward(dxn, gm.w_up, dmb, xn2, m.w_up, Layout::InOut, GradMode::Add, im);
+      ops::rmsnorm_backward(dtmp, gw.mlp_norm, dxn, A.get(li, "h_mid", {R, d}), lw.mlp_norm,
+                            A.get(li, "rstd2", {R}), im);
+      ops::add_inplace(dh, dtmp, im);
+    }
+
+    // Mixer: h_mid = h + Mixer(RMSNorm(h; g_mix)); dmix = dh
+    Tensor xn = A.get(li, "xn", {R, d});
+    if (lw.mixer == 'S') {
+      const FnoWeights &p = lw.fno, &gp = gw.fno;
+      Tensor u = A.get(li, "u", {B, N, d}), z = A.get(li, "z", {R, d});
+      Tensor f = A.get(li, "f", {d, M}), y = A.get(li, "y", {B, N, d}), o = A.get(li, "o", {R, d});
+      Tensor d_o = A.get(kGlobal, "fno_do", {R, d}), dz = A.get(kGlobal, "fno_dz", {R, d});
+      Tensor dy = A.get(kGlobal, "fno_dy", {B, N, d}), du = A.get(kGlobal, "fno_du", {B, N, d});
+      Tensor df = A.get(kGlobal, "fno_df", {d, M});
+      ops::linear_backward(d_o, gp.w_o, dmix, o, p.w_o, Layout::InOut, GradMode::Write, im);
+      ops::swiglu_backward(dz, dy, d_o, z, y, im);
+      tensor_zero(df);
+      ops::fno_conv_backward(du, df, gp.skip, dy, u, f, p.skip, im);
+      ops::fno_filter_backward(gp.k_re, gp.k_im, df, im);
+      ops::linear_backward(dxn, gp.w_u, du, xn, p.w_u, Layout::InOut, GradMode::Write, im);
+      ops::linear_backward(dxn, gp.w_z, dz, xn, p.w_z, Layout::InOut, GradMode::Add, im);
+    } else if (lw.mixer == 'L') {
+      const GlaWeights &p = lw.gla, &gp = gw.gla;
+      const int64_t dk = c.d_k(), dv = c.d_v(), Dk = c.head_dk(), Dv = c.head_dv();
+      Tensor q = A.get(li, "q", {R, dk}), k = A.get(li, "k", {R, dk});
+      Tensor v = A.get(li, "v", {R, dv}), g = A.get(li, "g", {R, dv});
+      Tensor a1 = A.get(li, "a1", {R, c.gate_rank}), apre = A.get(li, "apre", {R, dk});
+      Tensor a = A.get(li, "a", {R, dk}), og = A.get(li, "og", {R, dv});
+      Tensor rstd_o = A.get(li, "rstd_o", {R * H}), on = A.get(li, "on", {R, dv});
+      Tensor o2 = A.get(li, "o2", {R, dv});
+      Tensor do2 = A.get(kGlobal, "gla_do2", {R, dv}), dg = A.get(kGlobal, "gla_dg", {R, dv});
+      Tensor dq = A.get(kGlobal, "gla_dq", {R, dk}), dk_ = A.get(kGlobal, "gla_dk", {R, dk});
+      Tensor dv_ = A.get(kGlobal, "gla_dv", {R, dv}), da = A.get(kGlobal, "gla_da", {R, dk});
+      Tensor dog = A.get(kGlobal, "gla_dog", {R, dv}), da1 = A.get(kGlobal, "gla_da1", {R, c.gate_rank});
+      ops::linear_backward(do2, gp.w_o, dmix, o2, p.w_o, Layout::InOut, GradMode::Write, im);
+      ops::swiglu_backward(dg, do2, do2, g, on, im);  // do2 becomes d(on)
+      ops::rmsnorm_backward(dog.reshape({R * H, Dv}), gp.g_o, do2.reshape({R * H, Dv}),
+                            og.reshape({R * H, Dv}), p.g_o, rstd_o, im);
+      ops::gla_backward(dq.reshape({B, N, H, Dk}), dk_.reshape({B, N, H, Dk}),
+                        dv_.reshape({B, N, H, Dv}), da.reshape({B, N, H, Dk}),
+                        dog.reshape({B, N, H, Dv}), q.reshape({B, N, H, Dk}),
+                        k.reshape({B, N, H, Dk}), v.reshape({B, N, H, Dv}),
+                        a.reshape({B, N, H, Dk}), 1.0 / std::sqrt(double(Dk)), c.chunk, im);
+      ops::decay_gate_backward(da, gp.b_a, da, apre, p.b_a, c.gate_normalizer, im);  // da -> d(apre)
+      ops::linear_backward(da1, gp.w_a2, da, a1, p.w_a2, Layout::InOut, GradMode::Write, im);
+      ops::linear_backward(dxn, gp.w_q, dq, xn, p.w_q, Layout::InOut, GradMode::Write, im);
+      ops::linear_backward(dxn, gp.w_k, dk_, xn, p.w_k, Layout::InOut, GradMode::Add, im);
+      ops::linear_backward(dxn, gp.w_v, dv_, xn, p.w_v, Layout::InOut, GradMode::Add, im);
+      ops::linear_backward(dxn, gp.w_g, dg, xn, p.w_g, Layout::InOut, GradMode::Add, im);
+      ops::linear_backward(dxn, gp.w_a1, da1, xn, p.w_a1, Layout::InOut, GradMode::Add, im);
+    } else {
+      const AttnWeights &p = lw.attn, &gp = gw.attn;
+      Tensor q = A.get(li, "q", {B, N, H, Dh}), k = A.get(li, "k", {B, N, Hkv, Dh});
+      Tensor v = A.get(li, "v", {B, N, Hkv, Dh}), att = A.get(li, "att", {B, N, H, Dh});
+      Tensor lse = A.get(li, "lse", {B, H, N});
+      Tensor datt = A.get(kGlobal, "attn_datt", {B, N, H, Dh});
+      Tensor dq = A.get(kGlobal, "attn_dq", {B, N, H, Dh});
+      Tensor dk = A.get(kGlobal, "attn_dk", {B, N, Hkv, Dh});
+      Tensor dv = A.get(kGlobal, "attn_dv", {B, N, Hkv, Dh});
+      ops::linear_backward(datt.reshape({R, H * Dh}), gp.w_o, dmix, att.reshape({R, H * Dh}),
+                           p.w_o, Layout::InOut, GradMode::Write, im);
+      ops::attention_backward(dq, dk, dv, datt, q, k, v, att, lse, 1.0 / std::sqrt(double(Dh)), im);
+      ops::rope_backward(dq, dq, 0, c.rope_theta, im);
+      ops::rope_backward(dk, dk, 0, c.rope_theta, im);
+      ops::linear_backward(dxn, gp.w_q, dq.reshape({R, H * Dh}), xn, p.w_q, Layout::InOut,
+                           GradMode::Write, im);
+      ops::linear_backward(dxn, gp.w_k, dk.reshape({R, Hkv * Dh}), xn, p.w_k, Layout::InOut,
+                           GradMode::Add, im);
+      ops::linear_backward(dxn, gp.w_v, dv.reshape({R, Hkv * Dh}), xn, p.w_v, Layout::InOut,
+                           GradMode::Add, im);
+    }
+    ops::rmsnorm_backward(dtmp, gw.mix_norm, dxn, A.get(li, "h", {R, d}), lw.mix_norm,
+                          A.get(li, "rstd", {R}), im);
+    ops::add_inplace(dh, dtmp, im);
+  }
+  ops::embedding_backward(dw_.embed, dh, A.tokens, im);  // dE[tokens] += dh
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inference
+
+int64_t InferenceState::bytes() const {
+  int64_t n = 0;
+  for (const auto* v : {&ring, &filter, &gla, &k_cache, &v_cache})
+    for (const Array& a : *v) n += int64_t(a.view().bytes());
+  return n;
+}
+
+InferenceState Model::new_state(int64_t B) const {
+  const Config& c = config_;
+  FELA_CHECK(B >= 1, "[model] batch must be positive");
+  InferenceState s;
+  s.B = B;
+  const int64_t L = c.n_layers, d = c.d_model, M = c.taps;
+  s.ring.resize(L), s.filter.resize(L), s.gla.resize(L), s.k_cache.resize(L), s.v_cache.resize(L);
+  for (int64_t i = 0; i < L; ++i) {
+    switch (c.mixer(i)) {
+      case 'S':
+        s.ring[i] = Array::zeros(dtype_, {B, M - 1, d});
+        s.filter[i] = Array::empty(dtype_, {d, M});
+        ops::fno_filter_forward(s.filter[i], w_.layers[i].fno.k_re, w_.layers[i].fno.k_im, impl_);
+        break;
+      case 'L':
+        s.gla[i] = Array::zeros(dtype_, {B, c.n_heads, c.head_dk(), c.head_dv()});
+        break;
+      case 'A':
+        s.k_cache[i] = Array::zeros(dtype_, {B, 0, c.n_kv_heads, c.head_dim()});
+        s.v_cache[i] = Array::zeros(dtype_, {B, 0, c.n_kv_heads, c.head_dim()});
+        break;
+    }
+  }
+  return s;
+}
+
+
+void Model::prefill(InferenceState& s, const int32_t* tokens, int64_t N, Tensor logits_last,
+                    int64_t chunk) {
+  const int64_t B = s.B, d = config_.d_model;
+  FELA_CHECK(N >= 1 && chunk >= 1, "[model] prefill needs N >= 1 and chunk >= 1");
+  check_shape(logits_last, {B, config_.vocab_size()}, "model", "logits");
+  std::vector<int32_t> part;
+  for (int64_t p0 = 0; p0 < N; p0 += chunk) {  // chunks bound the activation memory
+    const int64_t n = std::min(chunk, N - p0);
+    part.resize(B * n);
+    for (int64_t b = 0; b < B; ++b)
+      std::memcpy(&part[b * n], tokens + b * N + p0, n * sizeof(int32_t));
+    forward_impl(part.data(), B, n, &s);
+    s.t += n;
+    if (p0 + n == N) {
+      Tensor last = step_->get(kGlobal, "last", {B, d});
+      Tensor xf = acts_->get(kGlobal, "xf", {B * n, d});
+      for (int64_t b = 0; b < B; ++b) copy_tensor(last[b], xf[b * n + n - 1]);
+      head_forward(logits_last, last);
+    }
+  }
+}
+
+void Model::step(InferenceState& s, const int32_t* tokens, Tensor logits) {
+  const Config& c = config_;
+  const int64_t B = s.B, d = c.d_model, F = c.mlp_hidden, t = s.t;
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, Dh = c.head_dim();
+  check_shape(logits, {B, c.vocab_size()}, "model", "logits");
+  StepScratch& S = *step_;
+  const ops::Impl im = impl_;
+  Array tok = Array::empty(DType::I32, {B});
+  std::memcpy(tok.data<int32_t>(), tokens, B * sizeof(int32_t));
+
+  Tensor h = S.get(kGlobal, "h", {B, d}), xn = S.get(kGlobal, "xn", {B, d});
+  Tensor rstd = S.get(kGlobal, "rstd", {B}), mix = S.get(kGlobal, "mix", {B, d});
+  ops::embedding_forward(h, tok, w_.embed, im);
+  for (int64_t i = 0; i < c.n_layers; ++i) {
+    const LayerWeights& lw = w_.layers[i];
+    ops::rmsnorm_forward(xn, rstd, h, lw.mix_norm, c.norm_eps, im);
+    if (lw.mixer == 'S') {
+      const FnoWeights& p = lw.fno;
+      Tensor u = S.get(kGlobal, "u", {B, d}), z = S.get(kGlobal, "z", {B, d});
+      Tensor y = S.get(kGlobal, "y", {B, d});
+      ops::linear_forward(u, xn, p.w_u, Layout::InOut, im);
+      ops::linear_forward(z, xn, p.w_z, Layout::InOut, im);
+      ops::fno_conv_step(y, s.ring[i], u, s.filter[i], p.skip, t);  // ring buffer, O(M d)
+      ops::swiglu_forward(y, z, y, im);
+      ops::linear_forward(mix, y, p.w_o, Layout::InOut, im);
+    } else if (lw.mixer == 'L') {
+      const GlaWeights& p = lw.gla;
+      const int64_t dk = c.d_k(), dv = c.d_v(), Dk = c.head_dk(), Dv = c.head_dv();
+      Tensor q = S.get(kGlobal, "q", {B, dk}), k = S.get(kGlobal, "k", {B, dk});
+      Tensor v = S.get(kGlobal, "v", {B, dv}), g = S.get(kGlobal, "g", {B, dv});
+      Tensor a1 = S.get(kGlobal, "a1", {B, c.gate_rank}), a = S.get(kGlobal, "a", {B, dk});
+      Tensor og = S.get(kGlobal, "og", {B, dv}), on = S.get(kGlobal, "on", {B, dv});
+      Tensor rstd_o = S.get(kGlobal, "rstd_o", {B * H});
+      ops::linear_forward(q, xn, p.w_q, Layout::InOut, im);
+      ops::linear_forward(k, xn, p.w_k, Layout::InOut, im);
+      ops::linear_forward(v, xn, p.w_v, Layout::InOut, im);
+      ops::linear_forward(a1, xn, p.w_a1, Layout::InOut, im);
+      ops::linear_forward(a, a1, p.w_a2, Layout::InOut, im);
+      ops::decay_gate_forward(a, a, p.b_a, c.gate_normalizer, im);
+      ops::gla_forward(og.reshape({B, 1, H, Dv}), s.gla[i], q.reshape({B, 1, H, Dk}),
+                       k.reshape({B, 1, H, Dk}), v.reshape({B, 1, H, Dv}),
+                       a.reshape({B, 1, H, Dk}), s.gla[i], 1.0 / std::sqrt(double(Dk)), c.chunk,
+                       im);  // one recurrence step, state updated in place
+      ops::rmsnorm_forward(on.reshape({B * H, Dv}), rstd_o, og.reshape({B * H, Dv}), p.g_o,
+                           c.norm_eps, im);
+      ops::linear_forward(g, xn, p.w_g, Layout::InOut, im);
+      ops::swiglu_forward(on, g, on, im);
+      ops::linear_forward(mix, on, p.w_o, Layout::InOut, im);
+    } else {
+      const AttnWeights& p = lw.attn;
+      Tensor q = S.get(kGlobal, "aq", {B, 1, H, Dh}), k = S.get(kGlobal, "ak", {B, 1, Hkv, Dh});
+      Tensor v = S.get(kGlobal, "av", {B, 1, Hkv, Dh}), att = S.get(kGlobal, "att", {B, H * Dh});
+      Tensor lse = S.get(kGlobal, "lse", {1, H, 1});
+      ops::linear_forward(q.reshape({B, H * Dh}), xn, p.w_q, Layout::InOut, im);
+      ops::linear_forward(k.reshape({B, Hkv * Dh}), xn, p.w_k, Layout::InOut, im);
+      ops::linear_forward(v.reshape({B, Hkv * Dh}), xn, p.w_v, Layout::InOut, im);
+      ops::rope_forward(q, q, t, c.rope_theta, im);
+      ops::rope_forward(k, k, t, c.rope_theta, im);
+      reserve_cache(s.k_cache[i], t + 1);
+      reserve_cache(s.v_cache[i], t + 1);
+      for (int64_t b = 0; b < B; ++b) {
+        Tensor kc = Tensor(s.k_cache[i])[b].slice(0, t + 1), vc = Tensor(s.v_cache[i])[b].slice(0, t + 1);
+        copy_tensor(kc[t], k[b][0]);
+        copy_tensor(vc[t], v[b][0]);
+        ops::attention_forward(att[b].reshape({1, 1, H, Dh}), lse, q[b].reshape({1, 1, H, Dh}),
+                               kc.reshape({1, t + 1, Hkv, Dh}), vc.reshape({1, t + 1, Hkv, Dh}),
+                               1.0 / std::sqrt(double(Dh)), im);
+      }
+      ops::linear_forward(mix, att, p.w_o, Layout::InOut, im);
+    }
+    ops::add_inplace(h, mix, im);
+    const MlpWeights& m = lw.mlp;
+    Tensor ma = S.get(kGlobal, "ma", {B, F}), mb = S.get(kGlobal, "mb", {B, F});
+    ops::rmsnorm_forward(xn, rstd, h, lw.mlp_norm, c.norm_eps, im);
+    ops::linear_forward(ma, xn, m.w_gate, Layout::InOut, im);
+    ops::linear_forward(mb, xn, m.w_up, Layout::InOut, im);
+    ops::swiglu_forward(ma, ma, mb, im);
+    ops::linear_forward(mix, ma, m.w_down, Layout::InOut, im);
+    ops::add_inplace(h, mix, im);
+  }
+  ops::rmsnorm_forward(xn, rstd, h, w_.final_norm, c.norm_eps, im);
+  head_forward(logits, xn);
+  s.t = t + 1;
+}
+
+}  // namespace fela

@@ -1,0 +1,88 @@
+// The FELA network of SPEC §1 on the CPU, in float or double: parameters, gradients,
+// forward, loss, backward, and recurrent inference (prefill, then O(1) steps).
+//
+// Training step:   model.forward(tokens, B, N);      // saves activations
+//                  double l = model.loss(targets, 1.0);  // mean CE; starts backward (fused head)
+//                  model.backward();                 // grads += d(l)/d(params)
+// Inference:       InferenceState s = model.new_state(B);
+//                  model.prefill(s, prompt, B, N, logits);  model.step(s, next, logits); ...
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "fela/core/tensor.h"
+#include "fela/model/config.h"
+#include "fela/model/params.h"
+#include "fela/model/weights.h"
+#include "fela/ops/op.h"
+
+namespace fela {
+
+// Per-sequence recurrent state for generation (SPEC §2-4). Indexed by layer; entries of layers
+// of another mixer kind are empty.
+struct InferenceState {
+  int64_t B = 0;
+  int64_t t = 0;                 // tokens consumed so far
+  std::vector<Array> ring;       // S: [B, M-1, d] last M-1 inputs u
+  std::vector<Array> filter;     // S: [d, M] taps, computed once from K
+  std::vector<Array> gla;        // L: [B, H, Dk, Dv]
+  std::vector<Array> k_cache;    // A: [B, capacity, Hkv, Dh] (rotated keys)
+  std::vector<Array> v_cache;    // A: [B, capacity, Hkv, Dh]
+  int64_t bytes() const;         // memory held by the state
+};
+
+class Model {
+ public:
+  Model(const Config& config, DType dtype = DType::F32, ops::Impl impl = ops::Impl::Fast);
+  ~Model();
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  const Config& config() const { return config_; }
+  const ParamTable& table() const { return table_; }
+  DType dtype() const { return dtype_; }
+  Tensor params() const { return params_; }  // flat [P]
+  Tensor grads() const { return grads_; }    // flat [P], accumulated by backward()
+  const Weights& weights() const { return w_; }
+  void init(uint64_t seed);
+  void zero_grad();
+
+  // Runs the network over tokens [B, N] (int32, row-major), keeping what backward needs.
+  void forward(const int32_t* tokens, int64_t B, int64_t N);
+  // Mean cross-entropy of the last forward against targets [B, N] (negative = ignored).
+  // grad_scale != 0 also starts the backward pass: the head's gradient and d/d(final hidden)
+  // of grad_scale * mean loss. Returns the mean loss; sum and count via the out-params.
+  double loss(const int32_t* targets, double grad_scale = 0.0, double* loss_sum = nullptr,
+              int64_t* count = nullptr);
+  // Completes the backward pass started by loss(targets, scale): grads += d(scale*loss)/dθ.
+  void backward();
+  // Logits of the last forward for rows [row0, row0 + n) of the B*N positions: out [n, V].
+  void logits(Tensor out, int64_t row0, int64_t n);
+
+  InferenceState new_state(int64_t B) const;
+  // Parallel forward over tokens [B, N] continuing the state (fresh or not), in chunks of at
+  // most `chunk` positions so that memory stays bounded for long prompts; updates the state
+  // and writes the logits of the last position [B, V].
+  void prefill(InferenceState& s, const int32_t* tokens, int64_t N, Tensor logits_last,
+               int64_t chunk = 2048);
+  // One token per sequence [B]; writes logits [B, V]. O(1) in the context length for S and L.
+  void step(InferenceState& s, const int32_t* tokens, Tensor logits);
+
+ private:
+  struct Acts;
+  struct StepScratch;
+  void forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceState* fill);
+  void head_forward(Tensor logits, const Tensor& x) const;
+
+  Config config_;
+  DType dtype_;
+  ops::Impl impl_;
+  ParamTable table_;
+  Array params_, grads_;
+  Weights w_, dw_;
+  std::unique_ptr<Acts> acts_;
+  std::unique_ptr<StepScratch> step_;
+};
+
+}  // namespace fela

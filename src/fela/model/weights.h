@@ -1,0 +1,56 @@
+// Named views of the flat parameter (or gradient) buffer, one struct per block part, so that
+// model code reads like SPEC.md: w.fno.w_u, w.gla.b_a, ... The same binding serves the
+// parameters and their gradients.
+#pragma once
+#include <vector>
+
+#include "fela/model/params.h"
+
+namespace fela {
+
+struct FnoWeights {
+  Tensor w_u, w_z, w_o;  // [d, d]
+  Tensor k_re, k_im;     // [d, modes]
+  Tensor skip;           // [d]  D
+};
+
+struct GlaWeights {
+  Tensor w_q, w_k;  // [d, d_k]
+  Tensor w_v, w_g;  // [d, d_v]
+  Tensor w_a1;      // [d, gate_rank]
+  Tensor w_a2;      // [gate_rank, d_k]
+  Tensor b_a;       // [d_k]
+  Tensor g_o;       // [Dv], shared by heads
+  Tensor w_o;       // [d_v, d]
+};
+
+struct AttnWeights {
+  Tensor w_q;       // [d, H Dh]
+  Tensor w_k, w_v;  // [d, Hkv Dh]
+  Tensor w_o;       // [H Dh, d]
+};
+
+struct MlpWeights {
+  Tensor w_gate, w_up;  // [d, F]
+  Tensor w_down;        // [F, d]
+};
+
+struct LayerWeights {
+  char mixer = 'S';
+  Tensor mix_norm, mlp_norm;  // [d]
+  FnoWeights fno;
+  GlaWeights gla;
+  AttnWeights attn;
+  MlpWeights mlp;
+};
+
+struct Weights {
+  Tensor embed;       // [V, d]
+  Tensor final_norm;  // [d]
+  Tensor lm_head;     // [d, V]; undefined when tied (W_out = E^T)
+  std::vector<LayerWeights> layers;
+};
+
+Weights bind_weights(const ParamTable& table, const Config& c, const Tensor& flat);
+
+}  // namespace fela

@@ -1,0 +1,91 @@
+// RoPE and causal GQA attention (SPEC §4): argument checks, then the ref or cpu kernel.
+// Every shape rule of attention.h is enforced here once, so the kernels can trust their sizes.
+#include "fela/ops/attention.h"
+
+#include <cmath>
+
+namespace fela::ops {
+
+// x [B, N, H, Dh] with Dh even; theta > 0 and pos0 >= 0 (positions are counted from 0).
+static void check_rope(const Tensor& out, const Tensor& in, int64_t pos0, double theta,
+                       const char* out_name, const char* in_name) {
+  FELA_CHECK(in.rank() == 4, "[rope] ", in_name, " must be [B, N, H, Dh], got ", in.shape().str());
+  FELA_CHECK(in.size(3) % 2 == 0, "[rope] head size Dh = ", in.size(3),
+             " must be even (dimension i pairs with i + Dh/2)");
+  check_shape(out, in.shape(), "rope", out_name);
+  FELA_CHECK(theta > 0 && std::isfinite(theta), "[rope] theta must be positive, got ", theta);
+  FELA_CHECK(pos0 >= 0, "[rope] pos0 must be >= 0, got ", pos0);
+  check_same_float("rope", {&in, &out});
+}
+
+void rope_forward(Tensor y, const Tensor& x, int64_t pos0, double theta, Impl impl) {
+  check_rope(y, x, pos0, theta, "y", "x");
+  const int64_t B = x.size(0), N = x.size(1), H = x.size(2), Dh = x.size(3);
+  dispatch_float(x.dtype(), "rope", [&]<class T>() {
+    auto f = impl == Impl::Ref ? ref::rope_forward<T> : cpu::rope_forward<T>;
+    f(y.data<T>(), x.data<T>(), B, N, H, Dh, pos0, theta);
+  });
+}
+
+void rope_backward(Tensor dx, const Tensor& dy, int64_t pos0, double theta, Impl impl) {
+  check_rope(dx, dy, pos0, theta, "dx", "dy");
+  const int64_t B = dy.size(0), N = dy.size(1), H = dy.size(2), Dh = dy.size(3);
+  dispatch_float(dy.dtype(), "rope", [&]<class T>() {
+    auto f = impl == Impl::Ref ? ref::rope_backward<T> : cpu::rope_backward<T>;
+    f(dx.data<T>(), dy.data<T>(), B, N, H, Dh, pos0, theta);
+  });
+}
+
+// The sizes of one attention call, read from q [B, Nq, H, Dh] and k [B, Nk, Hkv, Dh].
+struct AttnDims {
+  int64_t B, Nq, Nk, H, Hkv, Dh;
+};
+
+// Checks q, k, v, o, lse against each other and returns the sizes.
+static AttnDims check_attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o,
+                                const Tensor& lse, double scale) {
+  FELA_CHECK(q.rank() == 4, "[attention] q must be [B, Nq, H, Dh], got ", q.shape().str());
+  FELA_CHECK(k.rank() == 4, "[attention] k must be [B, Nk, Hkv, Dh], got ", k.shape().str());
+  const AttnDims d{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3)};
+  FELA_CHECK(k.size(0) == d.B, "[attention] q has batch ", d.B, ", k has batch ", k.size(0));
+  FELA_CHECK(k.size(3) == d.Dh, "[attention] q has head size ", d.Dh, ", k has head size ",
+             k.size(3));
+  FELA_CHECK(d.Hkv > 0 && d.H % d.Hkv == 0, "[attention] H = ", d.H,
+             " query heads must be a multiple of Hkv = ", d.Hkv, " kv heads");
+  FELA_CHECK(d.Nk >= d.Nq, "[attention] Nk = ", d.Nk, " keys cannot serve Nq = ", d.Nq,
+             " queries (need Nk >= Nq)");
+  FELA_CHECK(std::isfinite(scale), "[attention] scale must be finite, got ", scale);
+  check_shape(v, k.shape(), "attention", "v");
+  check_shape(o, q.shape(), "attention", "o");
+  check_shape(lse, {d.B, d.H, d.Nq}, "attention", "lse");
+  return d;
+}
+
+void attention_forward(Tensor o, Tensor lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                       double scale, Impl impl) {
+  const AttnDims d = check_attention(q, k, v, o, lse, scale);
+  check_same_float("attention", {&q, &k, &v, &o, &lse});
+  dispatch_float(q.dtype(), "attention", [&]<class T>() {
+    auto f = impl == Impl::Ref ? ref::attention_forward<T> : cpu::attention_forward<T>;
+    f(o.data<T>(), lse.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), d.B, d.Nq, d.Nk, d.H,
+      d.Hkv, d.Dh, scale);
+  });
+}
+
+void attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& d_o, const Tensor& q,
+                        const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                        double scale, Impl impl) {
+  const AttnDims d = check_attention(q, k, v, o, lse, scale);
+  check_shape(d_o, q.shape(), "attention", "d_o");
+  check_shape(dq, q.shape(), "attention", "dq");
+  check_shape(dk, k.shape(), "attention", "dk");
+  check_shape(dv, k.shape(), "attention", "dv");
+  check_same_float("attention", {&q, &k, &v, &o, &lse, &d_o, &dq, &dk, &dv});
+  dispatch_float(q.dtype(), "attention", [&]<class T>() {
+    auto f = impl == Impl::Ref ? ref::attention_backward<T> : cpu::attention_backward<T>;
+    f(dq.data<T>(), dk.data<T>(), dv.data<T>(), d_o.data<T>(), q.data<T>(), k.data<T>(),
+      v.data<T>(), o.data<T>(), lse.data<T>(), d.B, d.Nq, d.Nk, d.H, d.Hkv, d.Dh, scale);
+  });
+}
+
+}  // namespace fela::ops
