@@ -15,6 +15,8 @@
 
 #include <cblas.h>
 
+extern "C" char* openblas_get_corename(void);
+
 #include "fela/core/rng.h"
 #include "fela/core/threads.h"
 #include "fela/model/model.h"
@@ -88,6 +90,7 @@ Row bench(const std::string& name, const Config& c, int64_t B, int64_t N, int st
 }  // namespace
 
 int main(int argc, char** argv) {
+  select_blas_kernels(argv);
   int threads = 0;
   bool quick = false;
   for (int i = 1; i < argc; ++i) {
@@ -102,8 +105,9 @@ int main(int argc, char** argv) {
                        load_config("tiny", {"name=\"fela-10m\"", "d_model=384", "n_layers=6",
                                             "n_heads=6", "taps=128"}),
                        8, 256, quick ? 2 : 6));
-  std::printf("CPU: %u hardware threads, fela threads %d; sgemm 2048^3: %.1f GFLOP/s\n\n",
-              std::thread::hardware_concurrency(), num_threads(), peak / 1e9);
+  std::printf("CPU: %u hardware threads, fela threads %d, OpenBLAS kernels %s; sgemm 2048^3: "
+              "%.1f GFLOP/s\n\n", std::thread::hardware_concurrency(), num_threads(),
+              openblas_get_corename(), peak / 1e9);
   std::printf("| model | params | batch x seq | train tok/s | 6*P*tok/s GFLOP/s | of sgemm | generate tok/s |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows) {

@@ -6,8 +6,10 @@
 
 #include "commands.h"
 #include "fela/core/error.h"
+#include "fela/core/threads.h"
 
 int main(int argc, char** argv) {
+  fela::select_blas_kernels(argv);
   CLI::App app{"fela: train, evaluate and serve FELA language models"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for every subcommand");
