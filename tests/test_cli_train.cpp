@@ -195,3 +195,40 @@ TEST_F(Pipeline, BadInputsGiveOneLineAndNonZeroExit) {
   EXPECT_NE(r.err.find("top-p"), std::string::npos);
   EXPECT_EQ(line_count(r.err), 1);
 }
+
+TEST_F(Pipeline, DamagedShardsAreRefused) {
+  for (const std::string damage : {"magic", "truncated"}) {
+    const std::string copy = *root_ + "/damaged_" + damage;
+    fs::copy(data(), copy, fs::copy_options::recursive);
+    const std::string shard = copy + "/train_000.bin";
+    if (damage == "magic") {
+      std::fstream f(shard, std::ios::in | std::ios::out | std::ios::binary);
+      f.write("NOTFELA!", 8);
+    } else {
+      fs::resize_file(shard, fs::file_size(shard) - 3);
+    }
+    const std::string out = run_dir("damaged_run_" + damage);
+    const RunResult r = run_fela("train --data " + copy + " --out " + out + " --steps 1" + kTrainFlags);
+    EXPECT_NE(r.status, 0) << damage;
+    EXPECT_EQ(line_count(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("train_000.bin"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out + "/checkpoint"));
+  }
+}
+
+TEST(CliTokenize, MatchesGoldenAndRoundTrips) {
+  RunResult r = run_fela("tokenize --vocab gpt2", "Hello world");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(json::parse(r.out), json::parse("[15496, 995]"));  // tiktoken's ids (golden.jsonl)
+  r = run_fela("tokenize --vocab gpt2", "Hello world, it's 2026!");
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run_fela("tokenize --vocab gpt2 --decode", r.out);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "Hello world, it's 2026!");
+  r = run_fela("tokenize --vocab bytes", "ab");
+  EXPECT_EQ(json::parse(r.out), json::parse("[97, 98]"));
+  r = run_fela("tokenize --vocab gpt2 --decode", "[1, 99999]");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("99999"), std::string::npos);
+  EXPECT_EQ(line_count(r.err), 1);
+}

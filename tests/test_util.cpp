@@ -108,6 +108,21 @@ static std::string slurp(const std::string& path) {
   return ss.str();
 }
 
+namespace {
+// Directories made by temp_dir, removed when the test program exits.
+struct TempDirs {
+  std::vector<std::string> paths;
+  ~TempDirs() {
+    std::error_code ec;
+    for (const auto& p : paths) std::filesystem::remove_all(p, ec);
+  }
+};
+TempDirs& temp_dirs() {
+  static TempDirs dirs;
+  return dirs;
+}
+}  // namespace
+
 std::string temp_dir(const std::string& tag) {
   namespace fs = std::filesystem;
   static int counter = 0;
@@ -116,6 +131,7 @@ std::string temp_dir(const std::string& tag) {
                 std::to_string(counter++));
   fs::remove_all(p);
   fs::create_directories(p);
+  temp_dirs().paths.push_back(p.string());
   return p.string();
 }
 
