@@ -75,12 +75,6 @@ struct Model::Acts {
   Tensor get(int layer, const std::string& key, Shape s) { return pool.get(layer, key, s); }
 };
 
-struct Model::StepScratch {
-  explicit StepScratch(DType dt) : pool(dt) {}
-  Pool pool;
-  Tensor get(int layer, const std::string& key, Shape s) { return pool.get(layer, key, s); }
-};
-
 Model::Model(const Config& config, DType dtype, ops::Impl impl)
     : config_(config), dtype_(dtype), impl_(impl), table_(config) {
   FELA_CHECK(dtype == DType::F32 || dtype == DType::F64, "[model] CPU model dtype must be f32 or f64");
@@ -89,7 +83,6 @@ Model::Model(const Config& config, DType dtype, ops::Impl impl)
   w_ = bind_weights(table_, config_, params_);
   dw_ = bind_weights(table_, config_, grads_);
   acts_ = std::make_unique<Acts>(dtype);
-  step_ = std::make_unique<StepScratch>(dtype);
 }
 
 Model::~Model() = default;
@@ -140,8 +133,11 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
       Tensor f = A.get(li, "f", {d, M}), y = A.get(li, "y", {B, N, d}), o = A.get(li, "o", {R, d});
       ops::linear_forward(u, xn, p.w_u, Layout::InOut, im);       // u = x W_u
       ops::linear_forward(z, xn, p.w_z, Layout::InOut, im);       // z = x W_z
-      ops::fno_filter_forward(f, p.k_re, p.k_im, im);             // f = irfft(K, n = M)
-      if (t0 == 0) {
+      if (!(fill && N == 1)) ops::fno_filter_forward(f, p.k_re, p.k_im, im);  // f = irfft(K, n = M)
+      if (fill && N == 1) {  // generation step: the ring buffer holds the last M-1 inputs
+        ops::fno_conv_step(y.reshape({B, d}), fill->ring[i], u.reshape({B, d}), fill->filter[i],
+                           p.skip, t0);
+      } else if (t0 == 0) {
         ops::fno_conv_forward(y, u, f, p.skip, im);               // y = f * u + D u
       } else {  // continue after t0 tokens: the ring's last M-1 inputs go in front of u
         Tensor u_ext = A.get(kGlobal, "u_ext", {B, M - 1 + N, d});
@@ -155,7 +151,7 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
       }
       ops::swiglu_forward(o, z, y, im);                           // o = (y + D u) silu(z)
       ops::linear_forward(mix, o, p.w_o, Layout::InOut, im);      // out = o W_o
-      if (fill) ops::fno_ring_load(fill->ring[i], u, t0);
+      if (fill && N > 1) ops::fno_ring_load(fill->ring[i], u, t0);
     } else if (lw.mixer == 'L') {
       const GlaWeights& p = lw.gla;
       const int64_t dk = c.d_k(), dv = c.d_v(), Dk = c.head_dk(), Dv = c.head_dv();
@@ -440,7 +436,7 @@ void Model::prefill(InferenceState& s, const int32_t* tokens, int64_t N, Tensor 
     forward_impl(part.data(), B, n, &s);
     s.t += n;
     if (p0 + n == N) {
-      Tensor last = step_->get(kGlobal, "last", {B, d});
+      Tensor last = acts_->get(kGlobal, "last", {B, d});
       Tensor xf = acts_->get(kGlobal, "xf", {B * n, d});
       for (int64_t b = 0; b < B; ++b) copy_tensor(last[b], xf[b * n + n - 1]);
       head_forward(logits_last, last);
@@ -449,88 +445,12 @@ void Model::prefill(InferenceState& s, const int32_t* tokens, int64_t N, Tensor 
 }
 
 void Model::step(InferenceState& s, const int32_t* tokens, Tensor logits) {
-  const Config& c = config_;
-  const int64_t B = s.B, d = c.d_model, F = c.mlp_hidden, t = s.t;
-  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, Dh = c.head_dim();
-  check_shape(logits, {B, c.vocab_size()}, "model", "logits");
-  StepScratch& S = *step_;
-  const ops::Impl im = impl_;
-  Array tok = Array::empty(DType::I32, {B});
-  std::memcpy(tok.data<int32_t>(), tokens, B * sizeof(int32_t));
-
-  Tensor h = S.get(kGlobal, "h", {B, d}), xn = S.get(kGlobal, "xn", {B, d});
-  Tensor rstd = S.get(kGlobal, "rstd", {B}), mix = S.get(kGlobal, "mix", {B, d});
-  ops::embedding_forward(h, tok, w_.embed, im);
-  for (int64_t i = 0; i < c.n_layers; ++i) {
-    const LayerWeights& lw = w_.layers[i];
-    ops::rmsnorm_forward(xn, rstd, h, lw.mix_norm, c.norm_eps, im);
-    if (lw.mixer == 'S') {
-      const FnoWeights& p = lw.fno;
-      Tensor u = S.get(kGlobal, "u", {B, d}), z = S.get(kGlobal, "z", {B, d});
-      Tensor y = S.get(kGlobal, "y", {B, d});
-      ops::linear_forward(u, xn, p.w_u, Layout::InOut, im);
-      ops::linear_forward(z, xn, p.w_z, Layout::InOut, im);
-      ops::fno_conv_step(y, s.ring[i], u, s.filter[i], p.skip, t);  // ring buffer, O(M d)
-      ops::swiglu_forward(y, z, y, im);
-      ops::linear_forward(mix, y, p.w_o, Layout::InOut, im);
-    } else if (lw.mixer == 'L') {
-      const GlaWeights& p = lw.gla;
-      const int64_t dk = c.d_k(), dv = c.d_v(), Dk = c.head_dk(), Dv = c.head_dv();
-      Tensor q = S.get(kGlobal, "q", {B, dk}), k = S.get(kGlobal, "k", {B, dk});
-      Tensor v = S.get(kGlobal, "v", {B, dv}), g = S.get(kGlobal, "g", {B, dv});
-      Tensor a1 = S.get(kGlobal, "a1", {B, c.gate_rank}), a = S.get(kGlobal, "a", {B, dk});
-      Tensor og = S.get(kGlobal, "og", {B, dv}), on = S.get(kGlobal, "on", {B, dv});
-      Tensor rstd_o = S.get(kGlobal, "rstd_o", {B * H});
-      ops::linear_forward(q, xn, p.w_q, Layout::InOut, im);
-      ops::linear_forward(k, xn, p.w_k, Layout::InOut, im);
-      ops::linear_forward(v, xn, p.w_v, Layout::InOut, im);
-      ops::linear_forward(a1, xn, p.w_a1, Layout::InOut, im);
-      ops::linear_forward(a, a1, p.w_a2, Layout::InOut, im);
-      ops::decay_gate_forward(a, a, p.b_a, c.gate_normalizer, im);
-      ops::gla_forward(og.reshape({B, 1, H, Dv}), s.gla[i], q.reshape({B, 1, H, Dk}),
-                       k.reshape({B, 1, H, Dk}), v.reshape({B, 1, H, Dv}),
-                       a.reshape({B, 1, H, Dk}), s.gla[i], 1.0 / std::sqrt(double(Dk)), c.chunk,
-                       im);  // one recurrence step, state updated in place
-      ops::rmsnorm_forward(on.reshape({B * H, Dv}), rstd_o, og.reshape({B * H, Dv}), p.g_o,
-                           c.norm_eps, im);
-      ops::linear_forward(g, xn, p.w_g, Layout::InOut, im);
-      ops::swiglu_forward(on, g, on, im);
-      ops::linear_forward(mix, on, p.w_o, Layout::InOut, im);
-    } else {
-      const AttnWeights& p = lw.attn;
-      Tensor q = S.get(kGlobal, "aq", {B, 1, H, Dh}), k = S.get(kGlobal, "ak", {B, 1, Hkv, Dh});
-      Tensor v = S.get(kGlobal, "av", {B, 1, Hkv, Dh}), att = S.get(kGlobal, "att", {B, H * Dh});
-      Tensor lse = S.get(kGlobal, "lse", {1, H, 1});
-      ops::linear_forward(q.reshape({B, H * Dh}), xn, p.w_q, Layout::InOut, im);
-      ops::linear_forward(k.reshape({B, Hkv * Dh}), xn, p.w_k, Layout::InOut, im);
-      ops::linear_forward(v.reshape({B, Hkv * Dh}), xn, p.w_v, Layout::InOut, im);
-      ops::rope_forward(q, q, t, c.rope_theta, im);
-      ops::rope_forward(k, k, t, c.rope_theta, im);
-      reserve_cache(s.k_cache[i], t + 1);
-      reserve_cache(s.v_cache[i], t + 1);
-      for (int64_t b = 0; b < B; ++b) {
-        Tensor kc = Tensor(s.k_cache[i])[b].slice(0, t + 1), vc = Tensor(s.v_cache[i])[b].slice(0, t + 1);
-        copy_tensor(kc[t], k[b][0]);
-        copy_tensor(vc[t], v[b][0]);
-        ops::attention_forward(att[b].reshape({1, 1, H, Dh}), lse, q[b].reshape({1, 1, H, Dh}),
-                               kc.reshape({1, t + 1, Hkv, Dh}), vc.reshape({1, t + 1, Hkv, Dh}),
-                               1.0 / std::sqrt(double(Dh)), im);
-      }
-      ops::linear_forward(mix, att, p.w_o, Layout::InOut, im);
-    }
-    ops::add_inplace(h, mix, im);
-    const MlpWeights& m = lw.mlp;
-    Tensor ma = S.get(kGlobal, "ma", {B, F}), mb = S.get(kGlobal, "mb", {B, F});
-    ops::rmsnorm_forward(xn, rstd, h, lw.mlp_norm, c.norm_eps, im);
-    ops::linear_forward(ma, xn, m.w_gate, Layout::InOut, im);
-    ops::linear_forward(mb, xn, m.w_up, Layout::InOut, im);
-    ops::swiglu_forward(ma, ma, mb, im);
-    ops::linear_forward(mix, ma, m.w_down, Layout::InOut, im);
-    ops::add_inplace(h, mix, im);
-  }
-  ops::rmsnorm_forward(xn, rstd, h, w_.final_norm, c.norm_eps, im);
-  head_forward(logits, xn);
-  s.t = t + 1;
+  // One token is the N = 1 case of the continuing forward; the FNO layers take the ring-buffer
+  // path there, so a step costs O(M d + H Dk Dv) per layer whatever the context length.
+  check_shape(logits, {s.B, config_.vocab_size()}, "model", "logits");
+  forward_impl(tokens, s.B, 1, &s);
+  s.t += 1;
+  head_forward(logits, acts_->get(kGlobal, "xf", {s.B, config_.d_model}));
 }
 
 }  // namespace fela

@@ -71,7 +71,6 @@ class Model {
 
  private:
   struct Acts;
-  struct StepScratch;
   void forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceState* fill);
   void head_forward(Tensor logits, const Tensor& x) const;
 
@@ -82,7 +81,6 @@ class Model {
   Array params_, grads_;
   Weights w_, dw_;
   std::unique_ptr<Acts> acts_;
-  std::unique_ptr<StepScratch> step_;
 };
 
 }  // namespace fela
