@@ -2,7 +2,9 @@
 // independent dense implementation in this file, finite-difference gradients (double) for both
 // implementations, the fast CPU path against the oracle (float and double), position offsets and
 // decode steps against the full sequence, GQA against repeated kv heads, overflow safety,
-// independence of the thread count, write-guards, and argument checks.
+// independence of the thread count, write-guards, and argument checks. Probability dropout
+// (SPEC §8): the dense formula with the documented mask index, finite-difference gradients with
+// the mask fixed by the seed, fast against the oracle, and p = 0 as plain attention bit for bit.
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -11,9 +13,11 @@
 #include <cstring>
 #include <limits>
 #include <ostream>
+#include <string>
 #include <vector>
 
 #include "fela/ops/attention.h"
+#include "fela/ops/dropout.h"
 #include "test_util.h"
 
 using namespace fela;
@@ -214,11 +218,17 @@ std::ostream& operator<<(std::ostream& os, const AttnCase& c) {
             << " Dh" << c.Dh;
 }
 
-// Inputs and outputs of one attention call.
+// The dropout rate and seed of the tests that switch it on.
+constexpr double kDropP = 0.3;
+constexpr uint64_t kDropSeed = 20250301;
+
+// Inputs and outputs of one attention call, with its dropout (none unless p is set).
 struct AttnData {
   AttnCase c;
   double scale;
   Array q, k, v, o, lse;
+  double p = 0.0;
+  uint64_t seed = 0;
 
   AttnData(const AttnCase& c_, DType dt, uint64_t seed, double qscale = 1.0) : c(c_) {
     Rng rng(seed);
@@ -229,11 +239,15 @@ struct AttnData {
     o = nan_like(q);
     lse = nan_like(Array::empty(dt, {c.B, c.H, c.Nq}));
   }
-  void forward(Impl impl) { ops::attention_forward(o, lse, q, k, v, scale, impl); }
+  void forward(Impl impl) { ops::attention_forward(o, lse, q, k, v, scale, impl, p, seed); }
+  void backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& d_o, Impl impl) const {
+    ops::attention_backward(dq, dk, dv, d_o, q, k, v, o, lse, scale, impl, p, seed);
+  }
 };
 
 // Independent dense attention in double: kv heads repeated to H, full score matrix with the
-// causal mask written as "key position <= query position", softmax by its textbook formula.
+// causal mask written as "key position <= query position", softmax by its textbook formula,
+// and d's dropout as attention.h states it (P' = P keep / (1 - p), mask index over [B, H, Nq, Nk]).
 void dense_attention(const AttnData& d, std::vector<double>& o, std::vector<double>& lse) {
   const auto c = d.c;
   auto Q = to_doubles(d.q), K = to_doubles(d.k), V = to_doubles(d.v);
@@ -256,10 +270,13 @@ void dense_attention(const AttnData& d, std::vector<double>& o, std::vector<doub
           z += e[j];
         }
         lse[(b * c.H + h) * c.Nq + n] = std::log(z);
-        for (int64_t j = 0; j < c.Nk; ++j)
+        for (int64_t j = 0; j < c.Nk; ++j) {
+          const uint64_t index = uint64_t(((b * c.H + h) * c.Nq + n) * c.Nk + j);
+          const double keep = d.p == 0 || ops::dropout_keep(d.seed, index, d.p) ? 1.0 : 0.0;
           for (int64_t x = 0; x < c.Dh; ++x)
             o[((b * c.Nq + n) * c.H + h) * c.Dh + x] +=
-                e[j] / z * V[((b * c.Nk + j) * c.Hkv + g) * c.Dh + x];
+                e[j] / z * keep / (1 - d.p) * V[((b * c.Nk + j) * c.Hkv + g) * c.Dh + x];
+        }
       }
     }
 }
@@ -377,6 +394,70 @@ TEST_P(AttnShapes, DecodeStepsMatchFullForward) {
   }
 }
 
+TEST_P(AttnShapes, DropoutForwardMatchesDenseFormula) {
+  const auto c = GetParam();
+  AttnData d(c, DType::F64, 500 + c.Nq * 10 + c.Hkv);
+  d.p = kDropP, d.seed = kDropSeed;
+  std::vector<double> o, lse;
+  dense_attention(d, o, lse);
+  for (Impl impl : kImpls) {
+    d.forward(impl);
+    EXPECT_LT(rel_err_to(o, d.o), 1e-13) << name(impl);
+    EXPECT_LT(rel_err_to(lse, d.lse), 1e-13) << name(impl);  // of the undropped scores
+  }
+}
+
+TEST_P(AttnShapes, DropoutGradientsMatchFiniteDifferences) {
+  // loss = <o, w> as a function of q, k, v with the mask fixed by the seed.
+  const auto c = GetParam();
+  AttnData d(c, DType::F64, 600 + c.Nk * 10 + c.H);
+  d.p = kDropP, d.seed = kDropSeed;
+  Rng rng(c.Nq + 2);
+  Array w = random_array(DType::F64, d.q.shape(), rng);
+  for (Impl impl : kImpls) {
+    auto loss = [&] {
+      d.forward(impl);
+      return dot(d.o, w);
+    };
+    loss();
+    Array dq = nan_like(d.q), dk = nan_like(d.k), dv = nan_like(d.v);
+    d.backward(dq, dk, dv, w, impl);
+    if (c.Nk == 1) {  // o = keep v_0 / (1 - p) whatever q and k are
+      EXPECT_LT(max_abs(dq) + max_abs(dk), 1e-14) << name(impl);
+    } else {
+      EXPECT_LT(grad_check(d.q, dq, loss, 150), 1e-6) << name(impl) << " dq";
+      EXPECT_LT(grad_check(d.k, dk, loss, 150), 1e-6) << name(impl) << " dk";
+    }
+    EXPECT_LT(grad_check(d.v, dv, loss, 150), 1e-6) << name(impl) << " dv";
+    EXPECT_TRUE(all_finite(dq) && all_finite(dk) && all_finite(dv)) << name(impl);
+  }
+}
+
+TEST_P(AttnShapes, DropoutFastMatchesReferenceInFloat) {
+  const auto c = GetParam();
+  AttnData d[2] = {AttnData(c, DType::F32, 700 + c.Dh), AttnData(c, DType::F32, 700 + c.Dh)};
+  Rng rng(c.Nk + 3);
+  Array d_o = random_array(DType::F32, d[0].q.shape(), rng);
+  Array dq[2], dk[2], dv[2];
+  for (int i = 0; i < 2; ++i) {
+    d[i].p = kDropP, d[i].seed = kDropSeed;
+    d[i].forward(kImpls[i]);
+    dq[i] = nan_like(d[i].q), dk[i] = nan_like(d[i].k), dv[i] = nan_like(d[i].v);
+    d[i].backward(dq[i], dk[i], dv[i], d_o, kImpls[i]);
+  }
+  EXPECT_LT(rel_err(d[0].o, d[1].o), 1e-5);
+  EXPECT_LT(rel_err(d[0].lse, d[1].lse), 1e-6);
+  if (c.Nk == 1) {
+    EXPECT_LT(max_abs(dq[1]) + max_abs(dk[1]), 1e-6);
+  } else {
+    EXPECT_LT(rel_err(dq[0], dq[1]), 1e-5);
+    EXPECT_LT(rel_err(dk[0], dk[1]), 1e-5);
+  }
+  EXPECT_LT(rel_err(dv[0], dv[1]), 1e-5);
+  for (const Tensor& t : {d[1].o.view(), d[1].lse.view(), dq[1].view(), dk[1].view(), dv[1].view()})
+    EXPECT_TRUE(all_finite(t));
+}
+
 // H = Hkv, GQA (H = 4 over Hkv = 2 and 1), prefill chunks (Nq < Nk), single tokens, 33.
 INSTANTIATE_TEST_SUITE_P(Shapes, AttnShapes,
                          ::testing::Values(AttnCase{1, 1, 1, 1, 1, 4}, AttnCase{2, 4, 4, 2, 2, 3},
@@ -388,50 +469,90 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttnShapes,
 TEST(Attention, FastMatchesReferenceOnLargerShapes) {
   // Sizes past the fast path's blocks of 32 rows and 16-wide register tiles, with remainders of
   // each (129 = 4 * 32 + 1, 31 = 8 + 8 + 8 + 4 + 3) and key blocks that start inside a query
-  // range (Nq < Nk); in float and in double, whose tiles are 8 wide.
-  for (DType dt : {DType::F32, DType::F64}) {
-    const double tol = dt == DType::F32 ? 1e-5 : 1e-12;
-    for (AttnCase c : {AttnCase{2, 129, 129, 4, 2, 64}, AttnCase{1, 31, 130, 8, 1, 32},
-                       AttnCase{1, 1, 257, 8, 2, 128}, AttnCase{1, 40, 75, 3, 3, 20}}) {
-      AttnData d[2] = {AttnData(c, dt, 7), AttnData(c, dt, 7)};
-      Rng rng(8);
-      Array d_o = random_array(dt, d[0].q.shape(), rng);
-      Array dq[2], dk[2], dv[2];
-      for (int i = 0; i < 2; ++i) {
-        d[i].forward(kImpls[i]);
-        dq[i] = nan_like(d[i].q), dk[i] = nan_like(d[i].k), dv[i] = nan_like(d[i].v);
-        ops::attention_backward(dq[i], dk[i], dv[i], d_o, d[i].q, d[i].k, d[i].v, d[i].o, d[i].lse,
-                                d[i].scale, kImpls[i]);
+  // range (Nq < Nk); in float and in double, whose tiles are 8 wide; without dropout and with it
+  // (whose mask index the fast path forms per block of queries and of keys).
+  for (double p : {0.0, 0.2}) {
+    for (DType dt : {DType::F32, DType::F64}) {
+      const double tol = dt == DType::F32 ? 1e-5 : 1e-12;
+      for (AttnCase c : {AttnCase{2, 129, 129, 4, 2, 64}, AttnCase{1, 31, 130, 8, 1, 32},
+                         AttnCase{1, 1, 257, 8, 2, 128}, AttnCase{1, 40, 75, 3, 3, 20}}) {
+        AttnData d[2] = {AttnData(c, dt, 7), AttnData(c, dt, 7)};
+        Rng rng(8);
+        Array d_o = random_array(dt, d[0].q.shape(), rng);
+        Array dq[2], dk[2], dv[2];
+        for (int i = 0; i < 2; ++i) {
+          d[i].p = p, d[i].seed = 99;
+          d[i].forward(kImpls[i]);
+          dq[i] = nan_like(d[i].q), dk[i] = nan_like(d[i].k), dv[i] = nan_like(d[i].v);
+          d[i].backward(dq[i], dk[i], dv[i], d_o, kImpls[i]);
+        }
+        const std::string t = std::string(dtype_name(dt)) + " p=" + std::to_string(p);
+        EXPECT_LT(rel_err(d[0].o, d[1].o), tol) << c << " " << t;
+        EXPECT_LT(rel_err(d[0].lse, d[1].lse), tol) << c << " " << t;
+        EXPECT_LT(rel_err(dq[0], dq[1]), tol) << c << " " << t;
+        EXPECT_LT(rel_err(dk[0], dk[1]), tol) << c << " " << t;
+        EXPECT_LT(rel_err(dv[0], dv[1]), tol) << c << " " << t;
       }
-      const char* t = dtype_name(dt).data();
-      EXPECT_LT(rel_err(d[0].o, d[1].o), tol) << c << " " << t;
-      EXPECT_LT(rel_err(d[0].lse, d[1].lse), tol) << c << " " << t;
-      EXPECT_LT(rel_err(dq[0], dq[1]), tol) << c << " " << t;
-      EXPECT_LT(rel_err(dk[0], dk[1]), tol) << c << " " << t;
-      EXPECT_LT(rel_err(dv[0], dv[1]), tol) << c << " " << t;
     }
   }
 }
 
 TEST(Attention, ResultsDoNotDependOnThreadCount) {
-  // Every output element is summed in a fixed order, whichever thread computes it.
+  // Every output element is summed in a fixed order, whichever thread computes it; the dropout
+  // mask is a function of the element's index alone.
   const AttnCase c{2, 70, 70, 4, 2, 32};
   const int keep = omp_get_max_threads();
-  Array out[2][6];
-  for (int t = 0; t < 2; ++t) {
-    omp_set_num_threads(t ? 3 : 1);
-    AttnData d(c, DType::F32, 17);
-    Rng rng(18);
-    Array d_o = random_array(DType::F32, d.q.shape(), rng);
-    d.forward(Impl::Fast);
-    Array dq = nan_like(d.q), dk = nan_like(d.k), dv = nan_like(d.v), rq = nan_like(d.q);
-    ops::attention_backward(dq, dk, dv, d_o, d.q, d.k, d.v, d.o, d.lse, d.scale, Impl::Fast);
-    ops::rope_forward(rq, d.q, 3, kTheta, Impl::Fast);
-    out[t][0] = std::move(d.o), out[t][1] = std::move(d.lse), out[t][2] = std::move(dq);
-    out[t][3] = std::move(dk), out[t][4] = std::move(dv), out[t][5] = std::move(rq);
+  for (double p : {0.0, kDropP}) {
+    Array out[2][6];
+    for (int t = 0; t < 2; ++t) {
+      omp_set_num_threads(t ? 3 : 1);
+      AttnData d(c, DType::F32, 17);
+      d.p = p, d.seed = kDropSeed;
+      Rng rng(18);
+      Array d_o = random_array(DType::F32, d.q.shape(), rng);
+      d.forward(Impl::Fast);
+      Array dq = nan_like(d.q), dk = nan_like(d.k), dv = nan_like(d.v), rq = nan_like(d.q);
+      d.backward(dq, dk, dv, d_o, Impl::Fast);
+      ops::rope_forward(rq, d.q, 3, kTheta, Impl::Fast);
+      out[t][0] = std::move(d.o), out[t][1] = std::move(d.lse), out[t][2] = std::move(dq);
+      out[t][3] = std::move(dk), out[t][4] = std::move(dv), out[t][5] = std::move(rq);
+    }
+    omp_set_num_threads(keep);
+    for (int i = 0; i < 6; ++i)
+      EXPECT_EQ(max_abs_diff(out[0][i], out[1][i]), 0.0) << "output " << i << " p=" << p;
   }
-  omp_set_num_threads(keep);
-  for (int i = 0; i < 6; ++i) EXPECT_EQ(max_abs_diff(out[0][i], out[1][i]), 0.0) << "output " << i;
+}
+
+TEST(Attention, ZeroDropoutIsPlainAttentionExactly) {
+  // dropout_p = 0 with any seed gives the results of a call without the dropout arguments, bit
+  // for bit; a positive rate does change them, and another seed changes them again.
+  for (DType dt : {DType::F32, DType::F64})
+    for (Impl impl : kImpls) {
+      const AttnCase c{2, 33, 40, 4, 2, 8};
+      AttnData d(c, dt, 41);
+      Rng rng(42);
+      Array d_o = random_array(dt, d.q.shape(), rng);
+      Array o0 = nan_like(d.o), l0 = nan_like(d.lse);
+      Array g0[3] = {nan_like(d.q), nan_like(d.k), nan_like(d.v)};
+      ops::attention_forward(o0, l0, d.q, d.k, d.v, d.scale, impl);
+      ops::attention_backward(g0[0], g0[1], g0[2], d_o, d.q, d.k, d.v, o0, l0, d.scale, impl);
+      Array o1 = nan_like(d.o), l1 = nan_like(d.lse);
+      Array g1[3] = {nan_like(d.q), nan_like(d.k), nan_like(d.v)};
+      ops::attention_forward(o1, l1, d.q, d.k, d.v, d.scale, impl, 0.0, 987654321);
+      ops::attention_backward(g1[0], g1[1], g1[2], d_o, d.q, d.k, d.v, o1, l1, d.scale, impl, 0.0,
+                              987654321);
+      const std::string t = std::string(name(impl)) + " " + std::string(dtype_name(dt));
+      EXPECT_EQ(max_abs_diff(o0, o1), 0.0) << t;
+      EXPECT_EQ(max_abs_diff(l0, l1), 0.0) << t;
+      for (int i = 0; i < 3; ++i) EXPECT_EQ(max_abs_diff(g0[i], g1[i]), 0.0) << t << " grad " << i;
+      // With dropout: lse is unchanged (undropped scores), o is not, and depends on the seed.
+      Array o2 = nan_like(d.o), l2 = nan_like(d.lse), o3 = nan_like(d.o), l3 = nan_like(d.lse);
+      ops::attention_forward(o2, l2, d.q, d.k, d.v, d.scale, impl, kDropP, 1);
+      ops::attention_forward(o3, l3, d.q, d.k, d.v, d.scale, impl, kDropP, 2);
+      EXPECT_EQ(max_abs_diff(l0, l2), 0.0) << t;
+      EXPECT_GT(rel_err(o0, o2), 0.05) << t;
+      EXPECT_GT(rel_err(o2, o3), 0.05) << t;
+    }
 }
 
 TEST(Attention, LargeScoresStayFinite) {
@@ -489,7 +610,8 @@ TEST(Attention, GqaEqualsRepeatedKvHeads) {
 }
 
 TEST(Attention, WritesNothingOutsideItsOutputs) {
-  // Outputs are views at the front of larger buffers whose tails hold a sentinel.
+  // Outputs are views at the front of larger buffers whose tails hold a sentinel (with dropout
+  // on, which writes through the same paths plus the mask).
   const AttnCase c{2, 3, 7, 4, 2, 8};
   const int64_t pad = 64;
   const float sentinel = 12345.0f;
@@ -503,8 +625,9 @@ TEST(Attention, WritesNothingOutsideItsOutputs) {
     bufs.reserve(6);
     Tensor o = guarded(d.q.shape()), lse = guarded({c.B, c.H, c.Nq});
     Tensor dq = guarded(d.q.shape()), dk = guarded(d.k.shape()), dv = guarded(d.v.shape());
-    ops::attention_forward(o, lse, d.q, d.k, d.v, d.scale, impl);
-    ops::attention_backward(dq, dk, dv, d.q, d.q, d.k, d.v, o, lse, d.scale, impl);
+    ops::attention_forward(o, lse, d.q, d.k, d.v, d.scale, impl, kDropP, kDropSeed);
+    ops::attention_backward(dq, dk, dv, d.q, d.q, d.k, d.v, o, lse, d.scale, impl, kDropP,
+                            kDropSeed);
     for (const Tensor& t : {o, lse, dq, dk, dv}) {
       const float* p = t.data<float>();
       for (int64_t i = 0; i < pad; ++i) ASSERT_EQ(p[t.numel() + i], sentinel) << name(impl);
@@ -546,6 +669,16 @@ TEST(Attention, RejectsBadArguments) {
   EXPECT_THROW(ops::attention_backward(dq, dk, dk, o, z({1, 3, 4, 6}), k, v, o, lse, sc), Error);
   EXPECT_THROW(ops::attention_backward(dk, dk, dv, o, q, k, v, o, lse, sc), Error);
   EXPECT_THROW(ops::attention_backward(dq, dk, dv, z({1, 3, 4, 6}), q, k, v, o, lse, sc), Error);
+  // dropout_p outside [0, 1)
+  EXPECT_NO_THROW(ops::attention_forward(o, lse, q, k, v, sc, Impl::Fast, 0.5, 3));
+  EXPECT_NO_THROW(ops::attention_backward(dq, dk, dv, o, q, k, v, o, lse, sc, Impl::Ref, 0.5, 3));
+  for (double p : {1.0, -0.1, 1.5, std::nan("")}) {
+    EXPECT_THROW(ops::attention_forward(o, lse, q, k, v, sc, Impl::Fast, p, 3), Error) << p;
+    EXPECT_THROW(ops::attention_forward(o, lse, q, k, v, sc, Impl::Ref, p, 3), Error) << p;
+    EXPECT_THROW(ops::attention_backward(dq, dk, dv, o, q, k, v, o, lse, sc, Impl::Fast, p, 3),
+                 Error)
+        << p;
+  }
 }
 
 }  // namespace

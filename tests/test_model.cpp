@@ -104,7 +104,7 @@ TEST(ModelInit, FollowsSpec) {
     return std::sqrt(s / t.numel());
   };
   EXPECT_NEAR(stdev(w.embed), 0.02, 0.001);
-  EXPECT_NEAR(stdev(w.layers[0].mlp.w_down), 0.02 / std::sqrt(8.0), 0.0005);
+  EXPECT_NEAR(stdev(w.layers[0].mlp.w_down.w), 0.02 / std::sqrt(8.0), 0.0005);
   EXPECT_NEAR(stdev(w.layers[3].gla.w_o), 0.02 / std::sqrt(8.0), 0.0005);
   for (double v : to_doubles(w.layers[0].fno.skip)) EXPECT_EQ(v, 1.0);
   for (double v : to_doubles(w.layers[3].gla.b_a)) EXPECT_EQ(v, 0.0);

@@ -1,6 +1,7 @@
 // Config fields, named configurations and validation.
 #include "fela/model/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -26,8 +27,9 @@ void Config::resolve() {
   need(d_model >= 1, "d_model must be positive, got ", d_model);
   need(n_layers >= 1, "n_layers must be positive, got ", n_layers);
   need(n_heads >= 1, "n_heads must be positive, got ", n_heads);
-  need(d_model % n_heads == 0, "d_model (", d_model, ") must be divisible by n_heads (", n_heads,
-       ")");
+  need(head_dim >= 0, "head_dim must be >= 0 (0: d_model / n_heads), got ", head_dim);
+  need(head_dim > 0 || d_model % n_heads == 0, "d_model (", d_model,
+       ") must be divisible by n_heads (", n_heads, ")");
   need(!pattern.empty(), "pattern must not be empty");
   for (char c : pattern)
     need(c == 'S' || c == 'L' || c == 'A', "pattern '", pattern, "' has letter '", c,
@@ -37,9 +39,12 @@ void Config::resolve() {
   need(modes >= 1 && modes <= taps / 2 + 1, "modes must be in [1, taps/2 + 1 = ", taps / 2 + 1,
        "], got ", modes);
   need(expand_k > 0 && expand_v > 0, "expand_k and expand_v must be positive");
-  need(std::fabs(d_model * expand_k - double(d_k())) < 1e-9 && d_k() % n_heads == 0 && d_k() > 0,
+  const bool gla = has_mixer('L');
+  need(!gla || (std::fabs(d_model * expand_k - double(d_k())) < 1e-9 && d_k() % n_heads == 0 &&
+                d_k() > 0),
        "expand_k (", expand_k, ") must give a key width divisible by n_heads");
-  need(std::fabs(d_model * expand_v - double(d_v())) < 1e-9 && d_v() % n_heads == 0 && d_v() > 0,
+  need(!gla || (std::fabs(d_model * expand_v - double(d_v())) < 1e-9 && d_v() % n_heads == 0 &&
+                d_v() > 0),
        "expand_v (", expand_v, ") must give a value width divisible by n_heads");
   need(gate_rank >= 1, "gate_rank must be positive, got ", gate_rank);
   need(gate_normalizer > 0, "gate_normalizer must be positive, got ", gate_normalizer);
@@ -48,10 +53,20 @@ void Config::resolve() {
   need(n_kv_heads >= 1 && n_heads % n_kv_heads == 0, "n_kv_heads (", n_kv_heads,
        ") must divide n_heads (", n_heads, ")");
   need(rope_theta > 0, "rope_theta must be positive, got ", rope_theta);
-  need(!has_mixer('A') || head_dim() % 2 == 0, "d_model / n_heads (", head_dim(),
+  need(!has_mixer('A') || attn_head_dim() % 2 == 0, "d_model / n_heads (", attn_head_dim(),
        ") must be even for rotary embeddings");
   if (mlp_hidden == 0) mlp_hidden = 256 * int64_t(std::ceil(8.0 / 3.0 * d_model / 256.0));
   need(mlp_hidden >= 1, "mlp_hidden must be positive, got ", mlp_hidden);
+  need(fan_p >= 0 && fan_p < 0.5, "fan_p must be in [0, 0.5), got ", fan_p);
+  need(dropout >= 0 && dropout < 1, "dropout must be in [0, 1), got ", dropout);
+  need(cola_rank >= 0, "cola_rank must be >= 0 (0 = off), got ", cola_rank);
+  if (cola_rank > 0) {  // the rank may not exceed the narrowest layer it replaces
+    int64_t narrowest = std::min(d_model, mlp_hidden);
+    if (has_mixer('A'))
+      narrowest = std::min({narrowest, n_kv_heads * attn_head_dim(), n_heads * attn_head_dim()});
+    need(cola_rank <= narrowest, "cola_rank (", cola_rank,
+         ") is larger than the width of a layer it applies to (", narrowest, ")");
+  }
   need(norm_eps > 0, "norm_eps must be positive, got ", norm_eps);
   need(init_std > 0, "init_std must be positive, got ", init_std);
   need(format_version == 1, "format_version ", format_version,
@@ -59,7 +74,7 @@ void Config::resolve() {
 }
 
 json Config::to_json() const {
-  return json{{"name", name},
+  json j{{"name", name},
               {"vocab", vocab},
               {"d_model", d_model},
               {"n_layers", n_layers},
@@ -79,6 +94,14 @@ json Config::to_json() const {
               {"tie_embeddings", tie_embeddings},
               {"init_std", init_std},
               {"format_version", format_version}};
+  // Fields beyond SPEC §9's list are written only when used, so FELA checkpoints keep §9's set.
+  if (head_dim) j["head_dim"] = head_dim;
+  if (fan_p) j["fan_p"] = fan_p;
+  if (cola_rank) j["cola_rank"] = cola_rank;
+  if (hybrid_norm) j["hybrid_norm"] = hybrid_norm;
+  if (gated_residual) j["gated_residual"] = gated_residual;
+  if (dropout) j["dropout"] = dropout;
+  return j;
 }
 
 namespace {
@@ -132,13 +155,20 @@ void Config::apply_json(const json& j) {
     else if (k == "tie_embeddings") read_field(j, "tie_embeddings", tie_embeddings);
     else if (k == "init_std") read_field(j, "init_std", init_std);
     else if (k == "format_version") read_field(j, "format_version", format_version);
+    else if (k == "head_dim") read_field(j, "head_dim", head_dim);
+    else if (k == "fan_p") read_field(j, "fan_p", fan_p);
+    else if (k == "cola_rank") read_field(j, "cola_rank", cola_rank);
+    else if (k == "hybrid_norm") read_field(j, "hybrid_norm", hybrid_norm);
+    else if (k == "gated_residual") read_field(j, "gated_residual", gated_residual);
+    else if (k == "dropout") read_field(j, "dropout", dropout);
     else fail("[config] unknown field '", k, "'");
     // clang-format on
   }
 }
 
 std::vector<std::string> named_config_names() {
-  return {"tiny", "fela-small", "fela-byte", "fela-1b", "transformer-small", "transformer-1b"};
+  return {"tiny",           "fela-small",     "fela-byte",      "fela-1b",
+          "transformer-small", "transformer-1b", "fanformer-small"};
 }
 
 Config named_config(const std::string& name) {
@@ -155,6 +185,12 @@ Config named_config(const std::string& name) {
   else if (name == "fela-1b") set("gpt2", 2048, 24, 16, "SSSL", 512);
   else if (name == "transformer-small") set("gpt2", 768, 12, 12, "AAAA", 512);
   else if (name == "transformer-1b") set("gpt2", 2048, 24, 16, "AAAA", 512);
+  else if (name == "fanformer-small") {  // SPEC §8
+    set("gpt2", 512, 12, 12, "A", 512);
+    c.head_dim = 64, c.n_kv_heads = 6, c.mlp_hidden = 2048;
+    c.fan_p = 0.15, c.cola_rank = 512 / 4, c.hybrid_norm = true, c.gated_residual = true;
+    c.dropout = 0.1;
+  }
   else {
     std::string known;
     for (const auto& n : named_config_names()) known += (known.empty() ? "" : ", ") + n;
@@ -189,7 +225,8 @@ json override_to_json(const std::string& kv) {
 // taps recompute them.
 Config base_config(const std::string& name) {
   Config c = named_config(name);
-  c.modes = 0, c.n_kv_heads = 0, c.mlp_hidden = 0;
+  if (name != "fanformer-small") c.modes = 0, c.n_kv_heads = 0, c.mlp_hidden = 0;
+  else c.modes = 0;
   return c;
 }
 }  // namespace

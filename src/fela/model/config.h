@@ -30,6 +30,14 @@ struct Config {
   bool tie_embeddings = true;
   double init_std = 0.02;
   int64_t format_version = 1;
+  int64_t head_dim = 0;  // attention head width Dh; 0: d_model / n_heads
+
+  // FANformer parts (SPEC §8), all off by default; each is one switch of the same block.
+  double fan_p = 0;           // FAN(x) in front of every mixer (ATF for attention), d_p = p d
+  int64_t cola_rank = 0;      // attention and MLP linears x W -> silu(x A) B with rank r
+  bool hybrid_norm = false;   // QKV-norm instead of pre-norm (layers > 0), post-norm MLP
+  bool gated_residual = false;  // h + g * f(h), g [d] learnable
+  double dropout = 0;         // attention probabilities, mixer and MLP branches; training only
 
   // Derived sizes (valid after resolve()).
   int64_t vocab_size() const;
@@ -39,7 +47,10 @@ struct Config {
   int64_t d_v() const { return int64_t(d_model * expand_v); }
   int64_t head_dk() const { return d_k() / n_heads; }
   int64_t head_dv() const { return d_v() / n_heads; }
-  int64_t head_dim() const { return d_model / n_heads; }
+  int64_t attn_head_dim() const { return head_dim ? head_dim : d_model / n_heads; }
+  int64_t fan_dp() const { return int64_t(fan_p * double(d_model)); }  // floor(p d)
+  // HybridNorm: attention layers after the first normalise q, k, v instead of their input.
+  bool qkv_norm(int64_t layer) const { return hybrid_norm && layer > 0 && mixer(layer) == 'A'; }
 
   // Fills the fields whose default depends on others (modes, n_kv_heads, mlp_hidden), then
   // validates. Throws fela::Error "[config] <field> ...".

@@ -12,13 +12,17 @@
 
 #include "fela/ops/add.h"
 #include "fela/ops/attention.h"
+#include "fela/ops/channel_scale.h"
 #include "fela/ops/cross_entropy.h"
 #include "fela/ops/decay_gate.h"
+#include "fela/ops/dropout.h"
 #include "fela/ops/embedding.h"
+#include "fela/ops/fan.h"
 #include "fela/ops/fno.h"
 #include "fela/ops/gla.h"
 #include "fela/ops/linear.h"
 #include "fela/ops/rmsnorm.h"
+#include "fela/ops/silu.h"
 #include "fela/ops/swiglu.h"
 
 namespace fela {
@@ -63,6 +67,30 @@ void reserve_cache(Array& cache, int64_t n) {
   cache = std::move(bigger);
 }
 
+// y = x W, or silu(x A) B with CoLA (SPEC §8). A CoLA projection keeps t = x A and
+// s = silu(t) under (layer, key) for its backward.
+void proj_forward(Pool& pool, int layer, const std::string& key, const Proj& p, Tensor y,
+                  const Tensor& x, ops::Impl im) {
+  if (!p.cola()) return ops::linear_forward(y, x, p.w, Layout::InOut, im);
+  const int64_t R = x.numel() / x.size(-1), r = p.a.size(1);
+  Tensor t = pool.get(layer, key + ".t", {R, r}), sv = pool.get(layer, key + ".s", {R, r});
+  ops::linear_forward(t, x, p.a, Layout::InOut, im);   // x A
+  ops::silu_forward(sv, t, im);                        // silu(x A)
+  ops::linear_forward(y, sv, p.b, Layout::InOut, im);  // silu(x A) B
+}
+
+// Backward of proj_forward: dx (written or added), parameter gradients into g.
+void proj_backward(Pool& pool, int layer, const std::string& key, const Proj& p, const Proj& g,
+                   Tensor dx, GradMode mode, const Tensor& dy, const Tensor& x, ops::Impl im) {
+  if (!p.cola()) return ops::linear_backward(dx, g.w, dy, x, p.w, Layout::InOut, mode, im);
+  const int64_t R = x.numel() / x.size(-1), r = p.a.size(1);
+  Tensor t = pool.get(layer, key + ".t", {R, r}), sv = pool.get(layer, key + ".s", {R, r});
+  Tensor ds = pool.get(-1, "cola_ds", {R, r});
+  ops::linear_backward(ds, g.b, dy, sv, p.b, Layout::InOut, GradMode::Write, im);
+  ops::silu_backward(ds, ds, t, im);
+  ops::linear_backward(dx, g.a, ds, x, p.a, Layout::InOut, mode, im);
+}
+
 }  // namespace
 
 struct Model::Acts {
@@ -88,6 +116,18 @@ Model::Model(const Config& config, DType dtype, ops::Impl impl)
 Model::~Model() = default;
 
 void Model::init(uint64_t seed) { init_params(table_, config_, params_, seed); }
+
+void Model::set_training(bool on, uint64_t dropout_seed) {
+  training_ = on;
+  dropout_seed_ = dropout_seed;
+}
+
+// Dropout probability and mask seed of one site (0 mixer branch, 1 MLP branch, 2 attention
+// probabilities) of a layer; p = 0 outside training.
+std::pair<double, uint64_t> Model::dropout_site(int64_t layer, int site) const {
+  const double p = training_ ? config_.dropout : 0.0;
+  return {p, ops::dropout_hash(dropout_seed_, uint64_t(layer) * 4 + uint64_t(site))};
+}
 void Model::zero_grad() { grads_.zero(); }
 
 void Model::head_forward(Tensor logits, const Tensor& x) const {
@@ -108,7 +148,7 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
   FELA_CHECK(B >= 1 && N >= 1, "[model] forward needs B >= 1 and N >= 1, got B=", B, " N=", N);
   const Config& c = config_;
   const int64_t R = B * N, d = c.d_model, F = c.mlp_hidden, M = c.taps, L = c.n_layers;
-  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, Dh = c.head_dim();
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, Dh = c.attn_head_dim();
   Acts& A = *acts_;
   A.B = B, A.N = N, A.loss_has_grad = false;
   A.tokens = Array::empty(DType::I32, {R});
@@ -123,16 +163,29 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
     const LayerWeights& lw = w_.layers[i];
     const int li = int(i);
     Tensor h = A.get(li, "h", {R, d});
-    Tensor xn = A.get(li, "xn", {R, d}), rstd = A.get(li, "rstd", {R});
     Tensor mix = A.get(kGlobal, "mix_out", {R, d});
-    ops::rmsnorm_forward(xn, rstd, h, lw.mix_norm, c.norm_eps, im);  // xn = RMSNorm(h; g_mix)
+    // Mixer input: RMSNorm(h; g_mix) (pre-norm), or h itself where HybridNorm normalises q, k, v.
+    Tensor xn = h;
+    if (lw.mix_norm.raw()) {
+      xn = A.get(li, "xn", {R, d});
+      ops::rmsnorm_forward(xn, A.get(li, "rstd", {R}), h, lw.mix_norm, c.norm_eps, im);
+    }
+    Tensor xm = xn;  // what the mixer's projections read: FAN(x) when fan_p > 0 (ATF for A)
+    if (lw.fan.w_p.raw()) {
+      const int64_t dp = c.fan_dp();
+      Tensor fp = A.get(li, "fan_p", {R, dp}), fl = A.get(li, "fan_l", {R, d - 2 * dp});
+      xm = A.get(li, "fan_out", {R, d});
+      ops::linear_forward(fp, xn, lw.fan.w_p, Layout::InOut, im);  // x W_p
+      ops::linear_forward(fl, xn, lw.fan.w_l, Layout::InOut, im);  // x W_l
+      ops::fan_forward(xm, fp, fl, im);                 // [cos(x W_p) || sin(x W_p) || x W_l]
+    }
 
     if (lw.mixer == 'S') {
       const FnoWeights& p = lw.fno;
       Tensor u = A.get(li, "u", {B, N, d}), z = A.get(li, "z", {R, d});
       Tensor f = A.get(li, "f", {d, M}), y = A.get(li, "y", {B, N, d}), o = A.get(li, "o", {R, d});
-      ops::linear_forward(u, xn, p.w_u, Layout::InOut, im);       // u = x W_u
-      ops::linear_forward(z, xn, p.w_z, Layout::InOut, im);       // z = x W_z
+      ops::linear_forward(u, xm, p.w_u, Layout::InOut, im);       // u = x W_u
+      ops::linear_forward(z, xm, p.w_z, Layout::InOut, im);       // z = x W_z
       if (!(fill && N == 1)) ops::fno_filter_forward(f, p.k_re, p.k_im, im);  // f = irfft(K, n = M)
       if (fill && N == 1) {  // generation step: the ring buffer holds the last M-1 inputs
         ops::fno_conv_step(y.reshape({B, d}), fill->ring[i], u.reshape({B, d}), fill->filter[i],
@@ -161,10 +214,10 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
       Tensor a = A.get(li, "a", {R, dk}), og = A.get(li, "og", {R, dv});
       Tensor rstd_o = A.get(li, "rstd_o", {R * H}), on = A.get(li, "on", {R, dv});
       Tensor o2 = A.get(li, "o2", {R, dv});
-      ops::linear_forward(q, xn, p.w_q, Layout::InOut, im);       // q = x W_q
-      ops::linear_forward(k, xn, p.w_k, Layout::InOut, im);       // k = x W_k
-      ops::linear_forward(v, xn, p.w_v, Layout::InOut, im);       // v = x W_v
-      ops::linear_forward(a1, xn, p.w_a1, Layout::InOut, im);     // x W_a1
+      ops::linear_forward(q, xm, p.w_q, Layout::InOut, im);       // q = x W_q
+      ops::linear_forward(k, xm, p.w_k, Layout::InOut, im);       // k = x W_k
+      ops::linear_forward(v, xm, p.w_v, Layout::InOut, im);       // v = x W_v
+      ops::linear_forward(a1, xm, p.w_a1, Layout::InOut, im);     // x W_a1
       ops::linear_forward(apre, a1, p.w_a2, Layout::InOut, im);   // x W_a1 W_a2
       ops::decay_gate_forward(a, apre, p.b_a, c.gate_normalizer, im);  // a = logsigmoid(. + b_a)/16
       Tensor state = fill ? Tensor(fill->gla[i]) : Tensor();  // in and out: updated in place
@@ -174,7 +227,7 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
                        im);                                       // o_t = (q_t Dk^-0.5) S_t
       ops::rmsnorm_forward(on.reshape({R * H, Dv}), rstd_o, og.reshape({R * H, Dv}), p.g_o,
                            c.norm_eps, im);                       // RMSNorm_head(o; g_o)
-      ops::linear_forward(g, xn, p.w_g, Layout::InOut, im);       // x W_g
+      ops::linear_forward(g, xm, p.w_g, Layout::InOut, im);       // x W_g
       ops::swiglu_forward(o2, g, on, im);                         // * silu(x W_g)
       ops::linear_forward(mix, o2, p.w_o, Layout::InOut, im);     // out = o W_o
     } else {
@@ -182,14 +235,29 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
       Tensor q = A.get(li, "q", {B, N, H, Dh}), k = A.get(li, "k", {B, N, Hkv, Dh});
       Tensor v = A.get(li, "v", {B, N, Hkv, Dh}), att = A.get(li, "att", {B, N, H, Dh});
       Tensor lse = A.get(li, "lse", {B, H, N});
-      ops::linear_forward(q.reshape({R, H * Dh}), xn, p.w_q, Layout::InOut, im);    // q = x W_q
-      ops::linear_forward(k.reshape({R, Hkv * Dh}), xn, p.w_k, Layout::InOut, im);  // k = x W_k
-      ops::linear_forward(v.reshape({R, Hkv * Dh}), xn, p.w_v, Layout::InOut, im);  // v = x W_v
+      if (!p.q_norm.raw()) {
+        proj_forward(A.pool, li, "w_q", p.w_q, q.reshape({R, H * Dh}), xm, im);    // q = x W_q
+        proj_forward(A.pool, li, "w_k", p.w_k, k.reshape({R, Hkv * Dh}), xm, im);  // k = x W_k
+        proj_forward(A.pool, li, "w_v", p.w_v, v.reshape({R, Hkv * Dh}), xm, im);  // v = x W_v
+      } else {  // HybridNorm: q, k, v = RMSNorm(x W_{q,k,v})
+        Tensor qr = A.get(li, "q_raw", {R, H * Dh}), kr = A.get(li, "k_raw", {R, Hkv * Dh});
+        Tensor vr = A.get(li, "v_raw", {R, Hkv * Dh});
+        proj_forward(A.pool, li, "w_q", p.w_q, qr, xm, im);
+        proj_forward(A.pool, li, "w_k", p.w_k, kr, xm, im);
+        proj_forward(A.pool, li, "w_v", p.w_v, vr, xm, im);
+        ops::rmsnorm_forward(q.reshape({R, H * Dh}), A.get(li, "rstd_q", {R}), qr, p.q_norm,
+                             c.norm_eps, im);
+        ops::rmsnorm_forward(k.reshape({R, Hkv * Dh}), A.get(li, "rstd_k", {R}), kr, p.k_norm,
+                             c.norm_eps, im);
+        ops::rmsnorm_forward(v.reshape({R, Hkv * Dh}), A.get(li, "rstd_v", {R}), vr, p.v_norm,
+                             c.norm_eps, im);
+      }
       ops::rope_forward(q, q, t0, c.rope_theta, im);              // RoPE(q)
       ops::rope_forward(k, k, t0, c.rope_theta, im);              // RoPE(k)
       const double scale = 1.0 / std::sqrt(double(Dh));
       if (!fill) {
-        ops::attention_forward(att, lse, q, k, v, scale, im);     // softmax(q k^T / sqrt(Dh)) v
+        const auto [pd, seed] = dropout_site(i, 2);             // softmax(q k^T / sqrt(Dh)) v
+        ops::attention_forward(att, lse, q, k, v, scale, im, pd, seed);
       } else {  // against the KV cache of the t0 earlier tokens
         reserve_cache(fill->k_cache[i], t0 + N);
         reserve_cache(fill->v_cache[i], t0 + N);
@@ -203,27 +271,70 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
                                  vc.reshape({1, t0 + N, Hkv, Dh}), scale, im);
         }
       }
-      ops::linear_forward(mix, att.reshape({R, H * Dh}), p.w_o, Layout::InOut, im);  // out = att W_o
+      proj_forward(A.pool, li, "w_o", p.w_o, mix, att.reshape({R, H * Dh}), im);  // out = att W_o
     }
 
     Tensor hm = A.get(li, "h_mid", {R, d});
+    residual_branch_forward(i, 0, mix, lw.mix_gate);             // g * dropout(Mixer(...))
     copy_tensor(hm, h);
     ops::add_inplace(hm, mix, im);                                // h = h + Mixer(RMSNorm(h))
 
     const MlpWeights& m = lw.mlp;
-    Tensor xn2 = A.get(li, "xn2", {R, d}), rstd2 = A.get(li, "rstd2", {R});
+    const bool post_norm = c.hybrid_norm;  // HybridNorm: h = RMSNorm(h + MLP(h))
+    Tensor x2 = hm;
+    if (!post_norm) {
+      x2 = A.get(li, "xn2", {R, d});
+      ops::rmsnorm_forward(x2, A.get(li, "rstd2", {R}), hm, lw.mlp_norm, c.norm_eps, im);  // x = RMSNorm(h; g_mlp)
+    }
     Tensor ma = A.get(li, "ma", {R, F}), mb = A.get(li, "mb", {R, F}), mo = A.get(li, "m", {R, F});
-    ops::rmsnorm_forward(xn2, rstd2, hm, lw.mlp_norm, c.norm_eps, im);  // x = RMSNorm(h; g_mlp)
-    ops::linear_forward(ma, xn2, m.w_gate, Layout::InOut, im);    // x W_gate
-    ops::linear_forward(mb, xn2, m.w_up, Layout::InOut, im);      // x W_up
+    Tensor mlp = A.get(kGlobal, "mlp_out", {R, d});
+    proj_forward(A.pool, li, "w_gate", m.w_gate, ma, x2, im);     // x W_gate
+    proj_forward(A.pool, li, "w_up", m.w_up, mb, x2, im);         // x W_up
     ops::swiglu_forward(mo, ma, mb, im);                          // silu(x W_gate) * (x W_up)
+    proj_forward(A.pool, li, "w_down", m.w_down, mlp, mo, im);    // (...) W_down
+    residual_branch_forward(i, 1, mlp, lw.mlp_gate);              // g * dropout(MLP(...))
     Tensor h_next = A.get(li + 1, "h", {R, d});
-    ops::linear_forward(h_next, mo, m.w_down, Layout::InOut, im); // (...) W_down
-    ops::add_inplace(h_next, hm, im);                             // h = h + MLP(RMSNorm(h))
+    if (!post_norm) {
+      copy_tensor(h_next, hm);
+      ops::add_inplace(h_next, mlp, im);                          // h = h + MLP(RMSNorm(h))
+    } else {
+      Tensor sum = A.get(li, "mlp_sum", {R, d});
+      copy_tensor(sum, hm);
+      ops::add_inplace(sum, mlp, im);
+      ops::rmsnorm_forward(h_next, A.get(li, "rstd2", {R}), sum, lw.mlp_norm, c.norm_eps, im);  // h = RMSNorm(h + MLP(h))
+    }
   }
 
   Tensor xf = A.get(kGlobal, "xf", {R, d}), rstd_f = A.get(kGlobal, "rstd_f", {R});
   ops::rmsnorm_forward(xf, rstd_f, A.get(int(L), "h", {R, d}), w_.final_norm, c.norm_eps, im);
+}
+
+// A residual branch f becomes g * dropout(f) in place (each part only when switched on); the
+// dropped f is kept for the gate's gradient.
+void Model::residual_branch_forward(int64_t layer, int site, Tensor f, const Tensor& gate) {
+  const auto [p, seed] = dropout_site(layer, site);
+  if (p > 0) ops::dropout_forward(f, f, p, seed, impl_);
+  if (gate.raw()) {
+    Tensor kept = acts_->get(int(layer), site ? "mlp_dropped" : "mix_dropped", f.shape());
+    copy_tensor(kept, f);
+    ops::channel_scale_forward(f, kept, gate, impl_);
+  }
+}
+
+// Gradient of the branch input from the gradient df_out of g * dropout(f): returns df (df_out
+// itself when neither part is on, else a scratch buffer); accumulates the gate's gradient.
+Tensor Model::residual_branch_backward(int64_t layer, int site, const Tensor& df_out,
+                                       const Tensor& gate, Tensor dgate) {
+  const auto [p, seed] = dropout_site(layer, site);
+  if (p == 0 && !gate.raw()) return df_out;
+  Tensor df = acts_->get(kGlobal, "branch_grad", df_out.shape());
+  copy_tensor(df, df_out);
+  if (gate.raw()) {
+    Tensor kept = acts_->get(int(layer), site ? "mlp_dropped" : "mix_dropped", df_out.shape());
+    ops::channel_scale_backward(df, dgate, df, kept, gate, impl_);
+  }
+  if (p > 0) ops::dropout_backward(df, df, p, seed, impl_);
+  return df;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -283,11 +394,11 @@ void Model::backward() {
   A.loss_has_grad = false;
   const Config& c = config_;
   const int64_t B = A.B, N = A.N, R = B * N, d = c.d_model, F = c.mlp_hidden, M = c.taps;
-  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, Dh = c.head_dim(), L = c.n_layers;
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, Dh = c.attn_head_dim(), L = c.n_layers;
   const ops::Impl im = impl_;
 
   Tensor dh = A.get(kGlobal, "dh", {R, d}), dtmp = A.get(kGlobal, "dtmp", {R, d});
-  Tensor dxn = A.get(kGlobal, "dxn", {R, d}), dmix = dh;  // the residual passes dh unchanged
+  Tensor dxn = A.get(kGlobal, "dxn", {R, d});
   ops::rmsnorm_backward(dh, dw_.final_norm, A.get(kGlobal, "dxf", {R, d}),
                         A.get(int(L), "h", {R, d}), w_.final_norm,
                         A.get(kGlobal, "rstd_f", {R}), im);
@@ -297,23 +408,38 @@ void Model::backward() {
     LayerWeights& gw = dw_.layers[i];
     const int li = int(i);
 
-    // MLP: h = h_mid + (silu(x W_gate) * (x W_up)) W_down,  x = RMSNorm(h_mid; g_mlp)
+    // MLP: h = h_mid + g * drop(MLP(x)), x = RMSNorm(h_mid; g_mlp); or with HybridNorm
+    // h = RMSNorm(h_mid + g * drop(MLP(h_mid)); g_mlp).
     {
       const MlpWeights &m = lw.mlp, &gm = gw.mlp;
-      Tensor xn2 = A.get(li, "xn2", {R, d}), ma = A.get(li, "ma", {R, F});
-      Tensor mb = A.get(li, "mb", {R, F}), mo = A.get(li, "m", {R, F});
+      const bool post_norm = c.hybrid_norm;
+      if (post_norm) {  // through the post-norm: dh becomes d(h_mid + branch)
+        ops::rmsnorm_backward(dtmp, gw.mlp_norm, dh, A.get(li, "mlp_sum", {R, d}), lw.mlp_norm,
+                              A.get(li, "rstd2", {R}), im);
+        copy_tensor(dh, dtmp);
+      }
+      Tensor hm = A.get(li, "h_mid", {R, d});
+      Tensor x2 = post_norm ? hm : A.get(li, "xn2", {R, d});
+      Tensor ma = A.get(li, "ma", {R, F}), mb = A.get(li, "mb", {R, F}), mo = A.get(li, "m", {R, F});
       Tensor dma = A.get(kGlobal, "dma", {R, F}), dmb = A.get(kGlobal, "dmb", {R, F});
-      ops::linear_backward(dma, gm.w_down, dh, mo, m.w_down, Layout::InOut, GradMode::Write, im);
+      const Tensor dmlp = residual_branch_backward(i, 1, dh, lw.mlp_gate, gw.mlp_gate);
+      proj_backward(A.pool, li, "w_down", m.w_down, gm.w_down, dma, GradMode::Write, dmlp, mo, im);
       ops::swiglu_backward(dma, dmb, dma, ma, mb, im);
-      ops::linear_backward(dxn, gm.w_gate, dma, xn2, m.w_gate, Layout::InOut, GradMode::Write, im);
-      ops::linear_backward(dxn, gm.w_up, dmb, xn2, m.w_up, Layout::InOut, GradMode::Add, im);
-      ops::rmsnorm_backward(dtmp, gw.mlp_norm, dxn, A.get(li, "h_mid", {R, d}), lw.mlp_norm,
-                            A.get(li, "rstd2", {R}), im);
-      ops::add_inplace(dh, dtmp, im);
+      proj_backward(A.pool, li, "w_gate", m.w_gate, gm.w_gate, dxn, GradMode::Write, dma, x2, im);
+      proj_backward(A.pool, li, "w_up", m.w_up, gm.w_up, dxn, GradMode::Add, dmb, x2, im);
+      if (post_norm) {
+        ops::add_inplace(dh, dxn, im);
+      } else {
+        ops::rmsnorm_backward(dtmp, gw.mlp_norm, dxn, hm, lw.mlp_norm, A.get(li, "rstd2", {R}), im);
+        ops::add_inplace(dh, dtmp, im);
+      }
     }
 
-    // Mixer: h_mid = h + Mixer(RMSNorm(h; g_mix)); dmix = dh
-    Tensor xn = A.get(li, "xn", {R, d});
+    // Mixer: h_mid = h + g * drop(Mixer(FAN?(RMSNorm?(h))))
+    const Tensor dmix = residual_branch_backward(i, 0, dh, lw.mix_gate, gw.mix_gate);
+    Tensor xn = lw.mix_norm.raw() ? A.get(li, "xn", {R, d}) : A.get(li, "h", {R, d});
+    Tensor xm = lw.fan.w_p.raw() ? A.get(li, "fan_out", {R, d}) : xn;
+    Tensor dxm = lw.fan.w_p.raw() ? A.get(kGlobal, "dxm", {R, d}) : dxn;
     if (lw.mixer == 'S') {
       const FnoWeights &p = lw.fno, &gp = gw.fno;
       Tensor u = A.get(li, "u", {B, N, d}), z = A.get(li, "z", {R, d});
@@ -326,8 +452,8 @@ void Model::backward() {
       tensor_zero(df);
       ops::fno_conv_backward(du, df, gp.skip, dy, u, f, p.skip, im);
       ops::fno_filter_backward(gp.k_re, gp.k_im, df, im);
-      ops::linear_backward(dxn, gp.w_u, du, xn, p.w_u, Layout::InOut, GradMode::Write, im);
-      ops::linear_backward(dxn, gp.w_z, dz, xn, p.w_z, Layout::InOut, GradMode::Add, im);
+      ops::linear_backward(dxm, gp.w_u, du, xm, p.w_u, Layout::InOut, GradMode::Write, im);
+      ops::linear_backward(dxm, gp.w_z, dz, xm, p.w_z, Layout::InOut, GradMode::Add, im);
     } else if (lw.mixer == 'L') {
       const GlaWeights &p = lw.gla, &gp = gw.gla;
       const int64_t dk = c.d_k(), dv = c.d_v(), Dk = c.head_dk(), Dv = c.head_dv();
@@ -352,11 +478,11 @@ void Model::backward() {
                         a.reshape({B, N, H, Dk}), 1.0 / std::sqrt(double(Dk)), c.chunk, im);
       ops::decay_gate_backward(da, gp.b_a, da, apre, p.b_a, c.gate_normalizer, im);  // da -> d(apre)
       ops::linear_backward(da1, gp.w_a2, da, a1, p.w_a2, Layout::InOut, GradMode::Write, im);
-      ops::linear_backward(dxn, gp.w_q, dq, xn, p.w_q, Layout::InOut, GradMode::Write, im);
-      ops::linear_backward(dxn, gp.w_k, dk_, xn, p.w_k, Layout::InOut, GradMode::Add, im);
-      ops::linear_backward(dxn, gp.w_v, dv_, xn, p.w_v, Layout::InOut, GradMode::Add, im);
-      ops::linear_backward(dxn, gp.w_g, dg, xn, p.w_g, Layout::InOut, GradMode::Add, im);
-      ops::linear_backward(dxn, gp.w_a1, da1, xn, p.w_a1, Layout::InOut, GradMode::Add, im);
+      ops::linear_backward(dxm, gp.w_q, dq, xm, p.w_q, Layout::InOut, GradMode::Write, im);
+      ops::linear_backward(dxm, gp.w_k, dk_, xm, p.w_k, Layout::InOut, GradMode::Add, im);
+      ops::linear_backward(dxm, gp.w_v, dv_, xm, p.w_v, Layout::InOut, GradMode::Add, im);
+      ops::linear_backward(dxm, gp.w_g, dg, xm, p.w_g, Layout::InOut, GradMode::Add, im);
+      ops::linear_backward(dxm, gp.w_a1, da1, xm, p.w_a1, Layout::InOut, GradMode::Add, im);
     } else {
       const AttnWeights &p = lw.attn, &gp = gw.attn;
       Tensor q = A.get(li, "q", {B, N, H, Dh}), k = A.get(li, "k", {B, N, Hkv, Dh});
@@ -366,21 +492,41 @@ void Model::backward() {
       Tensor dq = A.get(kGlobal, "attn_dq", {B, N, H, Dh});
       Tensor dk = A.get(kGlobal, "attn_dk", {B, N, Hkv, Dh});
       Tensor dv = A.get(kGlobal, "attn_dv", {B, N, Hkv, Dh});
-      ops::linear_backward(datt.reshape({R, H * Dh}), gp.w_o, dmix, att.reshape({R, H * Dh}),
-                           p.w_o, Layout::InOut, GradMode::Write, im);
-      ops::attention_backward(dq, dk, dv, datt, q, k, v, att, lse, 1.0 / std::sqrt(double(Dh)), im);
+      proj_backward(A.pool, li, "w_o", p.w_o, gp.w_o, datt.reshape({R, H * Dh}), GradMode::Write,
+                    dmix, att.reshape({R, H * Dh}), im);
+      const auto [pd, seed] = dropout_site(i, 2);
+      ops::attention_backward(dq, dk, dv, datt, q, k, v, att, lse, 1.0 / std::sqrt(double(Dh)), im,
+                              pd, seed);
       ops::rope_backward(dq, dq, 0, c.rope_theta, im);
       ops::rope_backward(dk, dk, 0, c.rope_theta, im);
-      ops::linear_backward(dxn, gp.w_q, dq.reshape({R, H * Dh}), xn, p.w_q, Layout::InOut,
-                           GradMode::Write, im);
-      ops::linear_backward(dxn, gp.w_k, dk.reshape({R, Hkv * Dh}), xn, p.w_k, Layout::InOut,
-                           GradMode::Add, im);
-      ops::linear_backward(dxn, gp.w_v, dv.reshape({R, Hkv * Dh}), xn, p.w_v, Layout::InOut,
-                           GradMode::Add, im);
+      Tensor dq2 = dq.reshape({R, H * Dh}), dk2 = dk.reshape({R, Hkv * Dh});
+      Tensor dv2 = dv.reshape({R, Hkv * Dh});
+      if (p.q_norm.raw()) {  // back through the QKV-norm (in place: dx may alias dy)
+        ops::rmsnorm_backward(dq2, gp.q_norm, dq2, A.get(li, "q_raw", {R, H * Dh}), p.q_norm,
+                              A.get(li, "rstd_q", {R}), im);
+        ops::rmsnorm_backward(dk2, gp.k_norm, dk2, A.get(li, "k_raw", {R, Hkv * Dh}), p.k_norm,
+                              A.get(li, "rstd_k", {R}), im);
+        ops::rmsnorm_backward(dv2, gp.v_norm, dv2, A.get(li, "v_raw", {R, Hkv * Dh}), p.v_norm,
+                              A.get(li, "rstd_v", {R}), im);
+      }
+      proj_backward(A.pool, li, "w_q", p.w_q, gp.w_q, dxm, GradMode::Write, dq2, xm, im);
+      proj_backward(A.pool, li, "w_k", p.w_k, gp.w_k, dxm, GradMode::Add, dk2, xm, im);
+      proj_backward(A.pool, li, "w_v", p.w_v, gp.w_v, dxm, GradMode::Add, dv2, xm, im);
     }
-    ops::rmsnorm_backward(dtmp, gw.mix_norm, dxn, A.get(li, "h", {R, d}), lw.mix_norm,
-                          A.get(li, "rstd", {R}), im);
-    ops::add_inplace(dh, dtmp, im);
+    if (lw.fan.w_p.raw()) {  // back through FAN and its two linears
+      const int64_t dp = c.fan_dp();
+      Tensor dfp = A.get(kGlobal, "dfan_p", {R, dp}), dfl = A.get(kGlobal, "dfan_l", {R, d - 2 * dp});
+      ops::fan_backward(dfp, dfl, dxm, A.get(li, "fan_p", {R, dp}), im);
+      ops::linear_backward(dxn, gw.fan.w_p, dfp, xn, lw.fan.w_p, Layout::InOut, GradMode::Write, im);
+      ops::linear_backward(dxn, gw.fan.w_l, dfl, xn, lw.fan.w_l, Layout::InOut, GradMode::Add, im);
+    }
+    if (lw.mix_norm.raw()) {
+      ops::rmsnorm_backward(dtmp, gw.mix_norm, dxn, A.get(li, "h", {R, d}), lw.mix_norm,
+                            A.get(li, "rstd", {R}), im);
+      ops::add_inplace(dh, dtmp, im);
+    } else {
+      ops::add_inplace(dh, dxn, im);
+    }
   }
   ops::embedding_backward(dw_.embed, dh, A.tokens, im);  // dE[tokens] += dh
 }
@@ -413,8 +559,8 @@ InferenceState Model::new_state(int64_t B) const {
         s.gla[i] = Array::zeros(dtype_, {B, c.n_heads, c.head_dk(), c.head_dv()});
         break;
       case 'A':
-        s.k_cache[i] = Array::zeros(dtype_, {B, 0, c.n_kv_heads, c.head_dim()});
-        s.v_cache[i] = Array::zeros(dtype_, {B, 0, c.n_kv_heads, c.head_dim()});
+        s.k_cache[i] = Array::zeros(dtype_, {B, 0, c.n_kv_heads, c.attn_head_dim()});
+        s.v_cache[i] = Array::zeros(dtype_, {B, 0, c.n_kv_heads, c.attn_head_dim()});
         break;
     }
   }

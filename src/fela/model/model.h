@@ -46,6 +46,9 @@ class Model {
   Tensor grads() const { return grads_; }    // flat [P], accumulated by backward()
   const Weights& weights() const { return w_; }
   void init(uint64_t seed);
+  // Dropout (config.dropout) applies only while training is on, with masks drawn from
+  // dropout_seed (the trainer passes one per step and micro-batch, so resumes stay exact).
+  void set_training(bool on, uint64_t dropout_seed = 0);
   void zero_grad();
 
   // Runs the network over tokens [B, N] (int32, row-major), keeping what backward needs.
@@ -73,6 +76,10 @@ class Model {
   struct Acts;
   void forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceState* fill);
   void head_forward(Tensor logits, const Tensor& x) const;
+  std::pair<double, uint64_t> dropout_site(int64_t layer, int site) const;
+  void residual_branch_forward(int64_t layer, int site, Tensor f, const Tensor& gate);
+  Tensor residual_branch_backward(int64_t layer, int site, const Tensor& df_out,
+                                  const Tensor& gate, Tensor dgate);
 
   Config config_;
   DType dtype_;
@@ -81,6 +88,8 @@ class Model {
   Array params_, grads_;
   Weights w_, dw_;
   std::unique_ptr<Acts> acts_;
+  bool training_ = false;
+  uint64_t dropout_seed_ = 0;
 };
 
 }  // namespace fela

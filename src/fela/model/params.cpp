@@ -18,6 +18,8 @@ std::string part_name(Part p) {
     case Part::Gla: return "gla";
     case Part::Attention: return "attention";
     case Part::Mlp: return "mlp";
+    case Part::Fan: return "fan";
+    case Part::Gates: return "gates";
   }
   return "?";
 }
@@ -28,12 +30,23 @@ void ParamTable::add(std::string name, Shape shape, Init init, Part part, bool d
   total_ += shape.numel();
 }
 
+void ParamTable::add_proj(const std::string& name, int64_t in, int64_t out, Init init, Part part,
+                          int64_t cola_rank) {
+  if (cola_rank == 0) return add(name, {in, out}, init, part, true);
+  add(name + ".a", {in, cola_rank}, Init::Normal, part, true);
+  add(name + ".b", {cola_rank, out}, init, part, true);
+}
+
 ParamTable::ParamTable(const Config& c) {
   const int64_t V = c.vocab_size(), d = c.d_model, F = c.mlp_hidden;
   add("embed.weight", {V, d}, Init::Normal, Part::Embedding, true);
   for (int64_t i = 0; i < c.n_layers; ++i) {
     const std::string p = "layers." + std::to_string(i) + ".";
-    add(p + "mix_norm.weight", {d}, Init::Ones, Part::Norms, false);
+    if (!c.qkv_norm(i)) add(p + "mix_norm.weight", {d}, Init::Ones, Part::Norms, false);
+    if (c.fan_p > 0) {  // FAN(x) = [cos(x W_p) || sin(x W_p) || x W_l]
+      add(p + "fan.w_p", {d, c.fan_dp()}, Init::Normal, Part::Fan, true);
+      add(p + "fan.w_l", {d, d - 2 * c.fan_dp()}, Init::Normal, Part::Fan, true);
+    }
     switch (c.mixer(i)) {
       case 'S':
         add(p + "fno.w_u", {d, d}, Init::Normal, Part::Fno, true);
@@ -55,18 +68,26 @@ ParamTable::ParamTable(const Config& c) {
         add(p + "gla.w_o", {c.d_v(), d}, Init::NormalResidual, Part::Gla, true);
         break;
       case 'A': {
-        const int64_t Dh = c.head_dim();
-        add(p + "attn.w_q", {d, c.n_heads * Dh}, Init::Normal, Part::Attention, true);
-        add(p + "attn.w_k", {d, c.n_kv_heads * Dh}, Init::Normal, Part::Attention, true);
-        add(p + "attn.w_v", {d, c.n_kv_heads * Dh}, Init::Normal, Part::Attention, true);
-        add(p + "attn.w_o", {c.n_heads * Dh, d}, Init::NormalResidual, Part::Attention, true);
+        const int64_t q = c.n_heads * c.attn_head_dim(), kv = c.n_kv_heads * c.attn_head_dim();
+        const int64_t r = c.cola_rank;
+        add_proj(p + "attn.w_q", d, q, Init::Normal, Part::Attention, r);
+        add_proj(p + "attn.w_k", d, kv, Init::Normal, Part::Attention, r);
+        add_proj(p + "attn.w_v", d, kv, Init::Normal, Part::Attention, r);
+        add_proj(p + "attn.w_o", q, d, Init::NormalResidual, Part::Attention, r);
+        if (c.qkv_norm(i)) {
+          add(p + "attn.q_norm.weight", {q}, Init::Ones, Part::Norms, false);
+          add(p + "attn.k_norm.weight", {kv}, Init::Ones, Part::Norms, false);
+          add(p + "attn.v_norm.weight", {kv}, Init::Ones, Part::Norms, false);
+        }
         break;
       }
     }
+    if (c.gated_residual) add(p + "mix_gate", {d}, Init::Ones, Part::Gates, false);
     add(p + "mlp_norm.weight", {d}, Init::Ones, Part::Norms, false);
-    add(p + "mlp.w_gate", {d, F}, Init::Normal, Part::Mlp, true);
-    add(p + "mlp.w_up", {d, F}, Init::Normal, Part::Mlp, true);
-    add(p + "mlp.w_down", {F, d}, Init::NormalResidual, Part::Mlp, true);
+    add_proj(p + "mlp.w_gate", d, F, Init::Normal, Part::Mlp, c.cola_rank);
+    add_proj(p + "mlp.w_up", d, F, Init::Normal, Part::Mlp, c.cola_rank);
+    add_proj(p + "mlp.w_down", F, d, Init::NormalResidual, Part::Mlp, c.cola_rank);
+    if (c.gated_residual) add(p + "mlp_gate", {d}, Init::Ones, Part::Gates, false);
   }
   add("final_norm.weight", {d}, Init::Ones, Part::Norms, false);
   if (!c.tie_embeddings) add("lm_head.w_out", {d, V}, Init::Normal, Part::LmHead, true);

@@ -21,10 +21,11 @@ enum class Init {
 };
 
 // The part of the network a tensor belongs to, for per-part parameter counts.
-enum class Part { Embedding, LmHead, Norms, Fno, Gla, Attention, Mlp };
+enum class Part { Embedding, LmHead, Norms, Fno, Gla, Attention, Mlp, Fan, Gates };
 std::string part_name(Part p);
-inline constexpr Part kAllParts[] = {Part::Embedding, Part::LmHead, Part::Norms, Part::Fno,
-                                     Part::Gla,       Part::Attention, Part::Mlp};
+inline constexpr Part kAllParts[] = {Part::Embedding, Part::LmHead, Part::Norms,
+                                     Part::Fno,       Part::Gla,    Part::Attention,
+                                     Part::Mlp,       Part::Fan,    Part::Gates};
 
 struct ParamSpec {
   std::string name;  // e.g. "layers.3.gla.w_q"
@@ -47,6 +48,10 @@ class ParamTable {
 
  private:
   void add(std::string name, Shape shape, Init init, Part part, bool decay);
+  // A projection x W [in, out]: `name` itself, or with CoLA `name.a` [in, r] and `name.b`
+  // [r, out] (the output scaling of W_o / W_down goes to the b factor).
+  void add_proj(const std::string& name, int64_t in, int64_t out, Init init, Part part,
+                int64_t cola_rank);
   std::vector<ParamSpec> specs_;
   std::unordered_map<std::string, size_t> index_;
   int64_t total_ = 0;

@@ -35,7 +35,7 @@ ModelStats model_stats(const Config& c, int64_t seq_len) {
       case 'A':
         mixer_fwd += 2 * N * d;
         mixer_gen += 4 * N * d;
-        s.state_bytes_per_token += 2 * c.n_kv_heads * c.head_dim() * 4;
+        s.state_bytes_per_token += 2 * c.n_kv_heads * c.attn_head_dim() * 4;
         break;
     }
   }

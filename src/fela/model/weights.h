@@ -8,6 +8,18 @@
 
 namespace fela {
 
+// A projection x W, or with CoLA silu(x A) B (SPEC §8): w defined, or a and b.
+struct Proj {
+  Tensor w;     // [in, out]
+  Tensor a, b;  // [in, r], [r, out]
+  bool cola() const { return a.raw() != nullptr; }
+};
+
+struct FanWeights {
+  Tensor w_p;  // [d, d_p]
+  Tensor w_l;  // [d, d - 2 d_p]
+};
+
 struct FnoWeights {
   Tensor w_u, w_z, w_o;  // [d, d]
   Tensor k_re, k_im;     // [d, modes]
@@ -25,19 +37,24 @@ struct GlaWeights {
 };
 
 struct AttnWeights {
-  Tensor w_q;       // [d, H Dh]
-  Tensor w_k, w_v;  // [d, Hkv Dh]
-  Tensor w_o;       // [H Dh, d]
+  Proj w_q;         // [d, H Dh]
+  Proj w_k, w_v;    // [d, Hkv Dh]
+  Proj w_o;         // [H Dh, d]
+  Tensor q_norm;    // [H Dh]   HybridNorm's QKV-norm gains (layers > 0), else undefined
+  Tensor k_norm, v_norm;  // [Hkv Dh]
 };
 
 struct MlpWeights {
-  Tensor w_gate, w_up;  // [d, F]
-  Tensor w_down;        // [F, d]
+  Proj w_gate, w_up;  // [d, F]
+  Proj w_down;        // [F, d]
 };
 
 struct LayerWeights {
   char mixer = 'S';
-  Tensor mix_norm, mlp_norm;  // [d]
+  Tensor mix_norm;            // [d]; undefined where HybridNorm uses QKV-norm instead
+  Tensor mlp_norm;            // [d]; pre-norm gain, or post-norm gain with HybridNorm
+  Tensor mix_gate, mlp_gate;  // [d] gated residual gains; undefined when off
+  FanWeights fan;             // undefined when fan_p = 0
   FnoWeights fno;
   GlaWeights gla;
   AttnWeights attn;

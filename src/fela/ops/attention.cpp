@@ -1,4 +1,5 @@
-// RoPE and causal GQA attention (SPEC §4): argument checks, then the ref or cpu kernel.
+// RoPE and causal GQA attention (SPEC §4, with §8's probability dropout): argument checks, then
+// the ref or cpu kernel.
 // Every shape rule of attention.h is enforced here once, so the kernels can trust their sizes.
 #include "fela/ops/attention.h"
 
@@ -61,21 +62,27 @@ static AttnDims check_attention(const Tensor& q, const Tensor& k, const Tensor& 
   return d;
 }
 
+static void check_dropout_p(double p) {
+  FELA_CHECK(p >= 0 && p < 1, "[attention] dropout_p must be in [0, 1), got ", p);
+}
+
 void attention_forward(Tensor o, Tensor lse, const Tensor& q, const Tensor& k, const Tensor& v,
-                       double scale, Impl impl) {
+                       double scale, Impl impl, double dropout_p, uint64_t dropout_seed) {
   const AttnDims d = check_attention(q, k, v, o, lse, scale);
+  check_dropout_p(dropout_p);
   check_same_float("attention", {&q, &k, &v, &o, &lse});
   dispatch_float(q.dtype(), "attention", [&]<class T>() {
     auto f = impl == Impl::Ref ? ref::attention_forward<T> : cpu::attention_forward<T>;
     f(o.data<T>(), lse.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), d.B, d.Nq, d.Nk, d.H,
-      d.Hkv, d.Dh, scale);
+      d.Hkv, d.Dh, scale, dropout_p, dropout_seed);
   });
 }
 
 void attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& d_o, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
-                        double scale, Impl impl) {
+                        double scale, Impl impl, double dropout_p, uint64_t dropout_seed) {
   const AttnDims d = check_attention(q, k, v, o, lse, scale);
+  check_dropout_p(dropout_p);
   check_shape(d_o, q.shape(), "attention", "d_o");
   check_shape(dq, q.shape(), "attention", "dq");
   check_shape(dk, k.shape(), "attention", "dk");
@@ -84,7 +91,8 @@ void attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& d_o, cons
   dispatch_float(q.dtype(), "attention", [&]<class T>() {
     auto f = impl == Impl::Ref ? ref::attention_backward<T> : cpu::attention_backward<T>;
     f(dq.data<T>(), dk.data<T>(), dv.data<T>(), d_o.data<T>(), q.data<T>(), k.data<T>(),
-      v.data<T>(), o.data<T>(), lse.data<T>(), d.B, d.Nq, d.Nk, d.H, d.Hkv, d.Dh, scale);
+      v.data<T>(), o.data<T>(), lse.data<T>(), d.B, d.Nq, d.Nk, d.H, d.Hkv, d.Dh, scale,
+      dropout_p, dropout_seed);
   });
 }
 

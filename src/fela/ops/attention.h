@@ -11,7 +11,17 @@
 //   P = softmax(q k^T * scale) over visible keys,  o = P v.   o [B, Nq, H, Dh];
 //   lse [B, H, Nq] = log-sum-exp of the scaled scores (saved for backward).
 // Gradients dq, dk, dv are written (=).
+//
+// Dropout on the probabilities (SPEC §8, training only), with 0 <= dropout_p < 1:
+//   P' = P * keep / (1 - p),  keep = dropout_keep(seed, ((b H + h) Nq + n) Nk + j, p)
+// for query n and key j (j counting the Nk keys from 0), and o = P' v; lse stays the
+// log-sum-exp of the undropped scores. The mask is recomputed in backward from the seed:
+//   dP' = do v^T,  dP = dP' * keep / (1 - p),  D_n = do_n . o_n (= sum_j P'_nj dP'_nj),
+//   dS = P * (dP - D),  dv = P'^T do.
+// p = 0 is plain attention (the default), bit for bit.
 #pragma once
+#include <cstdint>
+
 #include "fela/ops/op.h"
 
 namespace fela::ops {
@@ -21,10 +31,12 @@ void rope_backward(Tensor dx, const Tensor& dy, int64_t pos0, double theta,
                    Impl impl = Impl::Fast);
 
 void attention_forward(Tensor o, Tensor lse, const Tensor& q, const Tensor& k, const Tensor& v,
-                       double scale, Impl impl = Impl::Fast);
+                       double scale, Impl impl = Impl::Fast, double dropout_p = 0.0,
+                       uint64_t dropout_seed = 0);
 void attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& d_o, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
-                        double scale, Impl impl = Impl::Fast);
+                        double scale, Impl impl = Impl::Fast, double dropout_p = 0.0,
+                        uint64_t dropout_seed = 0);
 
 namespace ref {
 template <class T>
@@ -35,11 +47,13 @@ void rope_backward(T* dx, const T* dy, int64_t B, int64_t N, int64_t H, int64_t 
                    double theta);
 template <class T>
 void attention_forward(T* o, T* lse, const T* q, const T* k, const T* v, int64_t B, int64_t Nq,
-                       int64_t Nk, int64_t H, int64_t Hkv, int64_t Dh, double scale);
+                       int64_t Nk, int64_t H, int64_t Hkv, int64_t Dh, double scale,
+                       double dropout_p, uint64_t dropout_seed);
 template <class T>
 void attention_backward(T* dq, T* dk, T* dv, const T* d_o, const T* q, const T* k, const T* v,
                         const T* o, const T* lse, int64_t B, int64_t Nq, int64_t Nk, int64_t H,
-                        int64_t Hkv, int64_t Dh, double scale);
+                        int64_t Hkv, int64_t Dh, double scale, double dropout_p,
+                        uint64_t dropout_seed);
 }  // namespace ref
 namespace cpu {
 template <class T>
@@ -50,11 +64,13 @@ void rope_backward(T* dx, const T* dy, int64_t B, int64_t N, int64_t H, int64_t 
                    double theta);
 template <class T>
 void attention_forward(T* o, T* lse, const T* q, const T* k, const T* v, int64_t B, int64_t Nq,
-                       int64_t Nk, int64_t H, int64_t Hkv, int64_t Dh, double scale);
+                       int64_t Nk, int64_t H, int64_t Hkv, int64_t Dh, double scale,
+                       double dropout_p, uint64_t dropout_seed);
 template <class T>
 void attention_backward(T* dq, T* dk, T* dv, const T* d_o, const T* q, const T* k, const T* v,
                         const T* o, const T* lse, int64_t B, int64_t Nq, int64_t Nk, int64_t H,
-                        int64_t Hkv, int64_t Dh, double scale);
+                        int64_t Hkv, int64_t Dh, double scale, double dropout_p,
+                        uint64_t dropout_seed);
 }  // namespace cpu
 
 }  // namespace fela::ops

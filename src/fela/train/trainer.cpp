@@ -17,6 +17,7 @@
 #include "fela/data/dataset.h"
 #include "fela/io/atomic_file.h"
 #include "fela/model/checkpoint.h"
+#include "fela/ops/dropout.h"
 #include "fela/tokenizer/tokenizer.h"
 #include "fela/train/adamw.h"
 
@@ -183,10 +184,13 @@ TrainResult train(const TrainOptions& opt) {
     double loss = 0;
     for (int64_t micro = 0; micro < opt.accum; ++micro) {
       train_set.sample_batch(data_rng, B, N, in.data(), tgt.data());
+      // dropout masks: a pure function of (seed, step, micro-batch), so a resume redraws them
+      model->set_training(true, ops::dropout_hash(opt.seed, uint64_t(step * opt.accum + micro)));
       model->forward(in.data(), B, N);
       loss += model->loss(tgt.data(), 1.0 / double(opt.accum)) / double(opt.accum);
       model->backward();
     }
+    model->set_training(false);
     const double grad_norm = clip_grad_norm(model->grads(), opt.grad_clip);
     adam.step(model->params(), model->grads(), lr);
     ++step;

@@ -12,12 +12,17 @@
 //   pass 2, over key blocks (b, g):    dk = scale dS^T q,  dv = P^T do, summed over the query
 //                                       heads of kv head g and the queries that see the keys.
 // Each output element is summed in a fixed order, so results do not depend on the thread count.
+// Probability dropout (attention.h) is a compile-time switch of both kernels, chosen once per
+// call: without it the code is plain attention; with it each P_nj is masked where it is formed,
+// from the counter-based hash of dropout.h (in forward, 1 / (1 - p) joins the row's 1 / sum).
 #include "fela/ops/attention.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
+
+#include "fela/ops/dropout.h"
 
 namespace fela::ops::cpu {
 
@@ -182,9 +187,20 @@ static Packed<T> pack(const T* x, int64_t B, int64_t Nk, int64_t Hkv, int64_t Dh
   return p;
 }
 
+// The dropout mask of one call: element ((b H + h) Nq + n) Nk + j of the [B, H, Nq, Nk]
+// probabilities is kept with probability 1 - p and then scaled by ks = 1 / (1 - p).
 template <class T>
-void attention_forward(T* o, T* lse, const T* q, const T* k, const T* v, int64_t B, int64_t Nq,
-                       int64_t Nk, int64_t H, int64_t Hkv, int64_t Dh, double scale) {
+struct DropMask {
+  double p;
+  uint64_t seed;
+  T ks;
+  bool keep(int64_t index) const { return dropout_keep(seed, uint64_t(index), p); }
+};
+
+template <bool kDrop, class T>
+static void forward_impl(T* o, T* lse, const T* q, const T* k, const T* v, int64_t B, int64_t Nq,
+                         int64_t Nk, int64_t H, int64_t Hkv, int64_t Dh, double scale,
+                         const DropMask<T>& drop) {
   const int64_t group = H / Hkv, off = Nk - Nq, qs = H * Dh;  // qs: stride between q tokens
   const int64_t blocks = (Nq + kRows - 1) / kRows;
   const T sc = T(scale);
@@ -214,6 +230,12 @@ void attention_forward(T* o, T* lse, const T* q, const T* k, const T* v, int64_t
             std::fill(row + cnt, row + kend, T(0));  // the causal mask
             inv[r] = 1.0 / sum;
             lse[(b * H + h) * Nq + n0 + r] = T(double(mx) + std::log(sum));
+            if constexpr (kDrop) {  // P' = P keep / (1 - p): zero the dropped, rescale with inv
+              const int64_t base = ((b * H + h) * Nq + n0 + r) * Nk;
+              for (int64_t j = 0; j < cnt; ++j)
+                if (!drop.keep(base + j)) row[j] = T(0);
+              inv[r] /= 1.0 - drop.p;
+            }
           }
           T* ob = o + qi;
           tile_gemm(m, Dh, kend, S.data(), kend, 1, vp.head(b, g), vp.ld, ob, qs, false);
@@ -223,10 +245,12 @@ void attention_forward(T* o, T* lse, const T* q, const T* k, const T* v, int64_t
   }
 }
 
-template <class T>
-void attention_backward(T* dq, T* dk, T* dv, const T* d_o, const T* q, const T* k, const T* v,
-                        const T* o, const T* lse, int64_t B, int64_t Nq, int64_t Nk, int64_t H,
-                        int64_t Hkv, int64_t Dh, double scale) {
+// With dropout, dP' = do v^T is what the products give; the mask turns it into dP = dP' M
+// (M = keep / (1 - p)) before dS = P (dP - D), and pass 2 multiplies do by P' = P M for dv.
+template <bool kDrop, class T>
+static void backward_impl(T* dq, T* dk, T* dv, const T* d_o, const T* q, const T* k, const T* v,
+                          const T* o, const T* lse, int64_t B, int64_t Nq, int64_t Nk, int64_t H,
+                          int64_t Hkv, int64_t Dh, double scale, const DropMask<T>& drop) {
   const int64_t group = H / Hkv, off = Nk - Nq;
   const int64_t qs = H * Dh, ks = Hkv * Dh;  // strides between tokens of q and of k
   const T sc = T(scale);
@@ -262,8 +286,16 @@ void attention_backward(T* dq, T* dk, T* dv, const T* d_o, const T* q, const T* 
           for (int64_t r = 0; r < m; ++r) {
             const int64_t cnt = off + n0 + r + 1;
             T *s = S.data() + r * kend, *dp = dP.data() + r * kend;
-            for (int64_t j = 0; j < cnt; ++j)  // scale * dS, kept in S
-              s[j] = sc * std::exp(s[j] * sc - lh[r]) * (dp[j] - Dn[r]);
+            if constexpr (kDrop) {
+              const int64_t base = ((b * H + h) * Nq + n0 + r) * Nk;
+              for (int64_t j = 0; j < cnt; ++j) {
+                const T dpj = drop.keep(base + j) ? dp[j] * drop.ks : T(0);  // dP = dP' M
+                s[j] = sc * std::exp(s[j] * sc - lh[r]) * (dpj - Dn[r]);
+              }
+            } else {
+              for (int64_t j = 0; j < cnt; ++j)  // scale * dS, kept in S
+                s[j] = sc * std::exp(s[j] * sc - lh[r]) * (dp[j] - Dn[r]);
+            }
             std::fill(s + cnt, s + kend, T(0));
           }
           tile_gemm(m, Dh, kend, S.data(), kend, 1, kp.head(b, g), kp.ld, dq + qi, qs, false);
@@ -287,9 +319,19 @@ void attention_backward(T* dq, T* dk, T* dv, const T* d_o, const T* q, const T* 
               for (int64_t r = 0; r < m; ++r) {
                 const int64_t cnt = std::min(w, off + n0 + r + 1 - j0);  // >= 1 by the choice of n0
                 T *s = S.data() + r * w, *dp = dP.data() + r * w;
-                for (int64_t c = 0; c < cnt; ++c) {
-                  s[c] = std::exp(s[c] * sc - lh[r]);   // P
-                  dp[c] = sc * s[c] * (dp[c] - Dn[r]);  // scale * dS
+                if constexpr (kDrop) {
+                  const int64_t base = ((b * H + h) * Nq + n0 + r) * Nk + j0;
+                  for (int64_t c = 0; c < cnt; ++c) {
+                    const T P = std::exp(s[c] * sc - lh[r]);
+                    const bool kept = drop.keep(base + c);
+                    s[c] = kept ? P * drop.ks : T(0);                            // P'
+                    dp[c] = sc * P * ((kept ? dp[c] * drop.ks : T(0)) - Dn[r]);  // scale * dS
+                  }
+                } else {
+                  for (int64_t c = 0; c < cnt; ++c) {
+                    s[c] = std::exp(s[c] * sc - lh[r]);   // P
+                    dp[c] = sc * s[c] * (dp[c] - Dn[r]);  // scale * dS
+                  }
                 }
                 std::fill(s + cnt, s + w, T(0));
                 std::fill(dp + cnt, dp + w, T(0));
@@ -300,6 +342,29 @@ void attention_backward(T* dq, T* dk, T* dv, const T* d_o, const T* q, const T* 
             }
         }
   }
+}
+
+template <class T>
+void attention_forward(T* o, T* lse, const T* q, const T* k, const T* v, int64_t B, int64_t Nq,
+                       int64_t Nk, int64_t H, int64_t Hkv, int64_t Dh, double scale,
+                       double dropout_p, uint64_t dropout_seed) {
+  const DropMask<T> drop{dropout_p, dropout_seed, T(1.0 / (1.0 - dropout_p))};
+  if (dropout_p > 0)
+    forward_impl<true>(o, lse, q, k, v, B, Nq, Nk, H, Hkv, Dh, scale, drop);
+  else
+    forward_impl<false>(o, lse, q, k, v, B, Nq, Nk, H, Hkv, Dh, scale, drop);
+}
+
+template <class T>
+void attention_backward(T* dq, T* dk, T* dv, const T* d_o, const T* q, const T* k, const T* v,
+                        const T* o, const T* lse, int64_t B, int64_t Nq, int64_t Nk, int64_t H,
+                        int64_t Hkv, int64_t Dh, double scale, double dropout_p,
+                        uint64_t dropout_seed) {
+  const DropMask<T> drop{dropout_p, dropout_seed, T(1.0 / (1.0 - dropout_p))};
+  if (dropout_p > 0)
+    backward_impl<true>(dq, dk, dv, d_o, q, k, v, o, lse, B, Nq, Nk, H, Hkv, Dh, scale, drop);
+  else
+    backward_impl<false>(dq, dk, dv, d_o, q, k, v, o, lse, B, Nq, Nk, H, Hkv, Dh, scale, drop);
 }
 
 FELA_INSTANTIATE_FLOAT(rope_forward)

@@ -1,11 +1,15 @@
 // RoPE and causal GQA attention oracle: plain loops straight from attention.h, double
 // accumulation, angles in double. Never optimised; the cpu kernels and tests compare to it.
+// Probability dropout multiplies each P_nj by its mask factor keep / (1 - p), looked up per
+// element from the counter-based hash of dropout.h.
 #include "fela/ops/attention.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
+
+#include "fela/ops/dropout.h"
 
 namespace fela::ops::ref {
 
@@ -47,9 +51,16 @@ static inline int64_t at(int64_t b, int64_t n, int64_t h, int64_t N, int64_t hea
   return ((b * N + n) * heads + h) * Dh;
 }
 
+// keep / (1 - p) for element `index` of the [B, H, Nq, Nk] probabilities; 1 without dropout.
+static inline double drop_factor(uint64_t seed, int64_t index, double p) {
+  if (p == 0) return 1.0;
+  return dropout_keep(seed, uint64_t(index), p) ? 1.0 / (1.0 - p) : 0.0;
+}
+
 template <class T>
 void attention_forward(T* o, T* lse, const T* q, const T* k, const T* v, int64_t B, int64_t Nq,
-                       int64_t Nk, int64_t H, int64_t Hkv, int64_t Dh, double scale) {
+                       int64_t Nk, int64_t H, int64_t Hkv, int64_t Dh, double scale,
+                       double dropout_p, uint64_t dropout_seed) {
   const int64_t group = H / Hkv, off = Nk - Nq;
   std::vector<double> s(Nk), acc(Dh);  // s: scores of one query row
   for (int64_t b = 0; b < B; ++b)
@@ -70,8 +81,9 @@ void attention_forward(T* o, T* lse, const T* q, const T* k, const T* v, int64_t
         for (int64_t j = 0; j <= last; ++j) sum += std::exp(s[j] - m);
         const double l = m + std::log(sum);
         for (int64_t e = 0; e < Dh; ++e) acc[e] = 0;
+        const int64_t row = ((b * H + h) * Nq + n) * Nk;  // the row's first mask index
         for (int64_t j = 0; j <= last; ++j) {
-          const double p = std::exp(s[j] - l);
+          const double p = std::exp(s[j] - l) * drop_factor(dropout_seed, row + j, dropout_p);
           const T* vj = v + at(b, j, g, Nk, Hkv, Dh);
           for (int64_t e = 0; e < Dh; ++e) acc[e] += p * vj[e];
         }
@@ -82,13 +94,15 @@ void attention_forward(T* o, T* lse, const T* q, const T* k, const T* v, int64_t
     }
 }
 
-// With P = exp(S - lse) and D_n = do_n . o_n (= sum_j P_nj dP_nj, because o = P v):
-//   dP = do v^T,  dS = P * (dP - D),  dq = scale dS k,  dk = scale dS^T q,  dv = P^T do,
+// With P = exp(S - lse), M the mask factors (1 without dropout), P' = P * M and
+// D_n = do_n . o_n (= sum_j P'_nj dP'_nj, because o = P' v):
+//   dP = (do v^T) * M,  dS = P * (dP - D),  dq = scale dS k,  dk = scale dS^T q,  dv = P'^T do,
 // dk and dv summed over the query heads that share the kv head.
 template <class T>
 void attention_backward(T* dq, T* dk, T* dv, const T* d_o, const T* q, const T* k, const T* v,
                         const T* o, const T* lse, int64_t B, int64_t Nq, int64_t Nk, int64_t H,
-                        int64_t Hkv, int64_t Dh, double scale) {
+                        int64_t Hkv, int64_t Dh, double scale, double dropout_p,
+                        uint64_t dropout_seed) {
   const int64_t group = H / Hkv, off = Nk - Nq;
   std::vector<double> dk_acc(size_t(B * Nk * Hkv * Dh), 0.0), dv_acc(dk_acc.size(), 0.0);
   std::vector<double> dq_acc(Dh);
@@ -102,6 +116,7 @@ void attention_backward(T* dq, T* dk, T* dv, const T* d_o, const T* q, const T* 
         double D = 0;
         for (int64_t e = 0; e < Dh; ++e) D += double(don[e]) * on[e];
         for (int64_t e = 0; e < Dh; ++e) dq_acc[e] = 0;
+        const int64_t row = ((b * H + h) * Nq + n) * Nk;  // the row's first mask index
         for (int64_t j = 0; j <= off + n; ++j) {
           const int64_t ki = at(b, j, g, Nk, Hkv, Dh);
           const T *kj = k + ki, *vj = v + ki;
@@ -111,11 +126,12 @@ void attention_backward(T* dq, T* dk, T* dv, const T* d_o, const T* q, const T* 
             dp += double(don[e]) * vj[e];
           }
           const double p = std::exp(sdot * scale - l);
-          const double ds = p * (dp - D);
+          const double mf = drop_factor(dropout_seed, row + j, dropout_p);
+          const double ds = p * (dp * mf - D);
           for (int64_t e = 0; e < Dh; ++e) {
             dq_acc[e] += scale * ds * kj[e];
             dk_acc[ki + e] += scale * ds * qn[e];
-            dv_acc[ki + e] += p * don[e];
+            dv_acc[ki + e] += p * mf * don[e];
           }
         }
         for (int64_t e = 0; e < Dh; ++e) dq[qi + e] = T(dq_acc[e]);
