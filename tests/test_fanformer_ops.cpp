@@ -102,11 +102,11 @@ TEST_P(FanShapes, GradientsMatchFiniteDifferences) {
   Array l = random_array(DType::F64, {c.R, c.dl}, rng);
   Array g = random_array(DType::F64, {c.R, w}, rng);  // loss = <y, g>
   Array y = Array::empty(DType::F64, {c.R, w});
+  auto loss = [&] {  // the oracle's forward: each implementation's backward is checked on it
+    ops::fan_forward(y, p, l, Impl::Ref);
+    return dot(y, g);
+  };
   for (Impl impl : kImpls) {
-    auto loss = [&] {
-      ops::fan_forward(y, p, l, impl);
-      return dot(y, g);
-    };
     Array dp = nan_array(DType::F64, p.shape()), dl = nan_array(DType::F64, l.shape());
     ops::fan_backward(dp, dl, g, p, impl);
     if (c.dp) {
@@ -144,8 +144,8 @@ TEST_P(FanShapes, FastMatchesReferenceInFloat) {
 INSTANTIATE_TEST_SUITE_P(Shapes, FanShapes,
                          ::testing::Values(FanCase{1, 1, 1}, FanCase{1, 33, 31},
                                            FanCase{31, 1, 129}, FanCase{33, 31, 1},
-                                           FanCase{129, 33, 31}, FanCase{5, 0, 7},
-                                           FanCase{7, 4, 0}, FanCase{560, 19, 24}));
+                                           FanCase{129, 33, 31}, FanCase{5, 0, 7}, FanCase{7, 4, 0},
+                                           FanCase{560, 19, 24}));
 
 TEST(Fan, AcceptsLeadingDimensions) {
   // [B, N, dp] is [B N, dp] rows.
@@ -161,17 +161,17 @@ TEST(Fan, RejectsBadArguments) {
   auto z = [](Shape s, DType dt = DType::F32) { return Array::zeros(dt, s); };
   Array p = z({3, 4}), l = z({3, 5}), y = z({3, 13});
   EXPECT_NO_THROW(ops::fan_forward(y, p, l));
-  EXPECT_THROW(ops::fan_forward(z({3, 12}), p, l), Error);               // y too narrow
-  EXPECT_THROW(ops::fan_forward(z({2, 13}), p, l), Error);               // y rows
-  EXPECT_THROW(ops::fan_forward(y, p, z({2, 5})), Error);                // l rows
-  EXPECT_THROW(ops::fan_forward(y, p, z({1, 3, 5})), Error);             // l rank
-  EXPECT_THROW(ops::fan_forward(y, p, z({3, 5}, DType::F64)), Error);    // mixed dtypes
+  EXPECT_THROW(ops::fan_forward(z({3, 12}), p, l), Error);             // y too narrow
+  EXPECT_THROW(ops::fan_forward(z({2, 13}), p, l), Error);             // y rows
+  EXPECT_THROW(ops::fan_forward(y, p, z({2, 5})), Error);              // l rows
+  EXPECT_THROW(ops::fan_forward(y, p, z({1, 3, 5})), Error);           // l rank
+  EXPECT_THROW(ops::fan_forward(y, p, z({3, 5}, DType::F64)), Error);  // mixed dtypes
   EXPECT_THROW(ops::fan_forward(y, p, l.view().reshape({15}), Impl::Ref), Error);
   Array dp = z({3, 4}), dl = z({3, 5});
   EXPECT_NO_THROW(ops::fan_backward(dp, dl, y, p));
-  EXPECT_THROW(ops::fan_backward(z({3, 3}), dl, y, p), Error);           // dp shape
-  EXPECT_THROW(ops::fan_backward(dp, z({3, 6}), y, p), Error);           // dy width vs dl
-  EXPECT_THROW(ops::fan_backward(dp, dl, z({4, 13}), p), Error);         // dy rows
+  EXPECT_THROW(ops::fan_backward(z({3, 3}), dl, y, p), Error);    // dp shape
+  EXPECT_THROW(ops::fan_backward(dp, z({3, 6}), y, p), Error);    // dy width vs dl
+  EXPECT_THROW(ops::fan_backward(dp, dl, z({4, 13}), p), Error);  // dy rows
   EXPECT_THROW(ops::fan_backward(dp, z({3, 5}, DType::F64), y, p), Error);
 }
 
@@ -184,12 +184,12 @@ TEST_P(SiluShapes, GradientMatchesFiniteDifferences) {
   const auto [R, d] = GetParam();
   Rng rng(R * 11 + d);
   Array x = random_array(DType::F64, {R, d}, rng, 4.0), g = random_array(DType::F64, {R, d}, rng);
-  Array y = Array::empty(DType::F64, {R, d});
+  Array y = Array::empty(DType::F64, {R, d});  // loss = <y, g>
+  auto loss = [&] {  // the oracle's forward: each implementation's backward is checked on it
+    ops::silu_forward(y, x, Impl::Ref);
+    return dot(y, g);
+  };
   for (Impl impl : kImpls) {
-    auto loss = [&] {  // loss = <y, g>
-      ops::silu_forward(y, x, impl);
-      return dot(y, g);
-    };
     Array dx = nan_array(DType::F64, {R, d});
     ops::silu_backward(dx, g, x, impl);
     EXPECT_LT(grad_check(x, dx, loss, 400), 1e-6) << name(impl);
@@ -290,11 +290,11 @@ TEST_P(ChannelScaleShapes, GradientsMatchFiniteDifferences) {
   Array x = random_array(DType::F64, {R, d}, rng), g = random_array(DType::F64, {d}, rng);
   Array w = random_array(DType::F64, {R, d}, rng);  // loss = <y, w>
   Array y = Array::empty(DType::F64, {R, d});
+  auto loss = [&] {  // the oracle's forward: each implementation's backward is checked on it
+    ops::channel_scale_forward(y, x, g, Impl::Ref);
+    return dot(y, w);
+  };
   for (Impl impl : kImpls) {
-    auto loss = [&] {
-      ops::channel_scale_forward(y, x, g, impl);
-      return dot(y, w);
-    };
     Array dx = nan_array(DType::F64, {R, d}), dg = Array::zeros(DType::F64, {d});
     ops::channel_scale_backward(dx, dg, w, x, g, impl);
     EXPECT_LT(grad_check(x, dx, loss, 300), 1e-6) << name(impl) << " dx";
@@ -340,13 +340,11 @@ TEST_P(ChannelScaleShapes, GainGradientAccumulatesAndDxMayAliasDy) {
 }
 
 // Odd sizes; 1100 x 65 passes the fast path's threshold for threads and its blocks of 64 rows.
-INSTANTIATE_TEST_SUITE_P(Shapes, ChannelScaleShapes,
-                         ::testing::Values(std::pair<int64_t, int64_t>{1, 1},
-                                           std::pair<int64_t, int64_t>{1, 33},
-                                           std::pair<int64_t, int64_t>{31, 1},
-                                           std::pair<int64_t, int64_t>{33, 31},
-                                           std::pair<int64_t, int64_t>{129, 33},
-                                           std::pair<int64_t, int64_t>{1100, 65}));
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, ChannelScaleShapes,
+    ::testing::Values(std::pair<int64_t, int64_t>{1, 1}, std::pair<int64_t, int64_t>{1, 33},
+                      std::pair<int64_t, int64_t>{31, 1}, std::pair<int64_t, int64_t>{33, 31},
+                      std::pair<int64_t, int64_t>{129, 33}, std::pair<int64_t, int64_t>{1100, 65}));
 
 TEST(ChannelScale, ResultsDoNotDependOnThreadCount) {
   // dg is summed in fixed blocks of rows, whichever thread sums them.
@@ -385,8 +383,7 @@ TEST(ChannelScale, RejectsBadArguments) {
   EXPECT_THROW(ops::channel_scale_backward(z({3, 4}), z({5}), z({3, 4}), x, g), Error);
   EXPECT_THROW(ops::channel_scale_backward(z({3, 4}), z({4}), z({2, 4}), x, g), Error);
   EXPECT_THROW(ops::channel_scale_backward(z({12}), z({4}), z({3, 4}), x, g), Error);
-  EXPECT_THROW(ops::channel_scale_backward(z({3, 4}), z({4}, DType::F64), z({3, 4}), x, g),
-               Error);
+  EXPECT_THROW(ops::channel_scale_backward(z({3, 4}), z({4}, DType::F64), z({3, 4}), x, g), Error);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -507,7 +504,8 @@ TEST(Dropout, BackwardAppliesTheSameMask) {
     EXPECT_LT(worst, 1e-15) << name(impl);
     EXPECT_TRUE(kept(dx) == kept(y)) << name(impl);
     // And it is the gradient of <y, dy> (linear in x for a fixed mask).
-    Array small = nonzero_array(DType::F64, {33, 31}, 8), w = nonzero_array(DType::F64, {33, 31}, 9);
+    Array small = nonzero_array(DType::F64, {33, 31}, 8),
+          w = nonzero_array(DType::F64, {33, 31}, 9);
     Array ys = Array::empty(DType::F64, {33, 31}), dxs = nan_array(DType::F64, {33, 31});
     auto loss = [&] {
       ops::dropout_forward(ys, small, p, 17, impl);

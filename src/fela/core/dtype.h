@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "fela/core/bf16.h"
+
 namespace fela {
 
 enum class DType : uint8_t { F32, F64, BF16, I32 };
@@ -19,6 +21,8 @@ constexpr size_t dtype_size(DType t) {
   return 0;
 }
 
+constexpr std::string_view device_name(Device d) { return d == Device::Cpu ? "cpu" : "cuda"; }
+
 constexpr std::string_view dtype_name(DType t) {
   switch (t) {
     case DType::F32: return "f32";
@@ -33,6 +37,7 @@ template <class T> struct dtype_of;
 template <> struct dtype_of<float> { static constexpr DType value = DType::F32; };
 template <> struct dtype_of<double> { static constexpr DType value = DType::F64; };
 template <> struct dtype_of<int32_t> { static constexpr DType value = DType::I32; };
+template <> struct dtype_of<BFloat16> { static constexpr DType value = DType::BF16; };
 template <class T> inline constexpr DType dtype_of_v = dtype_of<T>::value;
 
 }  // namespace fela

@@ -1,9 +1,12 @@
-// Shape, Tensor and Array (CPU memory; the CUDA backend adds device allocation).
+// Shape, Tensor and Array. Host memory comes from aligned_alloc; device memory (CUDA builds,
+// Device::Cuda only) from fela/core/cuda.h, so CPU tensors never touch the CUDA runtime.
 #include "fela/core/tensor.h"
 
 #include <cstdlib>
 #include <algorithm>
 #include <cstring>
+
+#include "fela/core/cuda.h"
 
 namespace fela {
 
@@ -58,7 +61,13 @@ Tensor Tensor::operator[](int64_t i) const {
 
 void Array::Free::operator()(void* p) const {
   if (!p) return;
-  std::free(p);
+  if (device == Device::Cpu) {
+    std::free(p);
+    return;
+  }
+#ifdef FELA_HAVE_CUDA
+  cuda::device_free(p);
+#endif
 }
 
 Array Array::empty(DType dtype, Shape shape, Device device) {
@@ -68,7 +77,11 @@ Array Array::empty(DType dtype, Shape shape, Device device) {
   if (device == Device::Cpu) {
     p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
   } else {
+#ifdef FELA_HAVE_CUDA
+    p = cuda::device_alloc(bytes);
+#else
     fail("[tensor] CUDA arrays are not available in this build");
+#endif
   }
   FELA_CHECK(p, "[tensor] out of memory allocating ", bytes, " bytes");
   a.mem_ = std::unique_ptr<void, Free>(p, Free{device});
@@ -86,8 +99,31 @@ void Array::zero() { tensor_zero(view_); }
 
 void tensor_zero(Tensor t) {
   if (t.numel() == 0) return;
-  FELA_CHECK(t.device() == Device::Cpu, "[tensor] zeroing a CUDA tensor on the CPU");
-  std::memset(t.raw(), 0, t.bytes());
+  if (t.device() == Device::Cpu) {
+    std::memset(t.raw(), 0, t.bytes());
+    return;
+  }
+#ifdef FELA_HAVE_CUDA
+  cuda::device_zero(t.raw(), t.bytes());
+#else
+  fail("[tensor] zeroing a CUDA tensor in a build without CUDA");
+#endif
+}
+
+void tensor_copy(Tensor dst, const Tensor& src) {
+  FELA_CHECK(dst.dtype() == src.dtype() && dst.numel() == src.numel(), "[tensor] copy of ",
+             dtype_name(src.dtype()), " ", src.shape().str(), " into ", dtype_name(dst.dtype()),
+             " ", dst.shape().str());
+  if (src.numel() == 0 || dst.raw() == src.raw()) return;
+  if (dst.device() == Device::Cpu && src.device() == Device::Cpu) {
+    std::memcpy(dst.raw(), src.raw(), src.bytes());
+    return;
+  }
+#ifdef FELA_HAVE_CUDA
+  cuda::copy_bytes(dst.raw(), src.raw(), src.bytes());
+#else
+  fail("[tensor] copying a CUDA tensor in a build without CUDA");
+#endif
 }
 
 void check_shape(const Tensor& t, const Shape& s, const char* op, const char* arg) {

@@ -60,7 +60,8 @@ class Tensor {
   Shape shape_;
 };
 
-// Owns a buffer (64-byte aligned on the CPU). Movable, not copyable.
+// Owns a buffer: 64-byte aligned host memory, or device memory from cudaMalloc (256-byte
+// aligned) for Device::Cuda in a CUDA build. Movable, not copyable.
 class Array {
  public:
   Array() = default;
@@ -75,6 +76,7 @@ class Array {
   int64_t numel() const { return mem_ ? view_.numel() : 0; }  // 0 when empty
   const Shape& shape() const { return view_.shape(); }
   DType dtype() const { return view_.dtype(); }
+  Device device() const { return view_.device(); }
   void zero();
 
  private:
@@ -83,8 +85,12 @@ class Array {
   Tensor view_;
 };
 
-// Zero a tensor's memory (any dtype, CPU).
+// Zero a tensor's memory (any dtype, any device).
 void tensor_zero(Tensor t);
+// Copies src into dst: same dtype and number of elements, any pair of devices (host to host,
+// host to device, device to host, device to device). Returns when dst may be read on its device:
+// at once for host results; for device results, in stream order.
+void tensor_copy(Tensor dst, const Tensor& src);
 // Checks that t has exactly the given shape, naming the op and argument on failure.
 void check_shape(const Tensor& t, const Shape& s, const char* op, const char* arg);
 // Checks that every tensor in the list has dtype dt.

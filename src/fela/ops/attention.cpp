@@ -91,8 +91,8 @@ void attention_backward(Tensor dq, Tensor dk, Tensor dv, const Tensor& d_o, cons
   dispatch_float(q.dtype(), "attention", [&]<class T>() {
     auto f = impl == Impl::Ref ? ref::attention_backward<T> : cpu::attention_backward<T>;
     f(dq.data<T>(), dk.data<T>(), dv.data<T>(), d_o.data<T>(), q.data<T>(), k.data<T>(),
-      v.data<T>(), o.data<T>(), lse.data<T>(), d.B, d.Nq, d.Nk, d.H, d.Hkv, d.Dh, scale,
-      dropout_p, dropout_seed);
+      v.data<T>(), o.data<T>(), lse.data<T>(), d.B, d.Nq, d.Nk, d.H, d.Hkv, d.Dh, scale, dropout_p,
+      dropout_seed);
   });
 }
 

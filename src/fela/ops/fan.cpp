@@ -13,11 +13,11 @@ static int64_t fan_rows(const Tensor& t) {
 // p [..., dp] and l [..., dl] with the same leading dimensions as ref, checked by name.
 static void check_fan_rows(const Tensor& t, const Tensor& ref, const char* name,
                            const char* ref_name) {
-  FELA_CHECK(t.rank() == ref.rank(), "[fan] ", name, " ", t.shape().str(), " and ", ref_name,
-             " ", ref.shape().str(), " differ in rank");
+  FELA_CHECK(t.rank() == ref.rank(), "[fan] ", name, " ", t.shape().str(), " and ", ref_name, " ",
+             ref.shape().str(), " differ in rank");
   for (int i = 0; i + 1 < t.rank(); ++i)
-    FELA_CHECK(t.size(i) == ref.size(i), "[fan] ", name, " ", t.shape().str(), " and ",
-               ref_name, " ", ref.shape().str(), " differ in their leading dimensions");
+    FELA_CHECK(t.size(i) == ref.size(i), "[fan] ", name, " ", t.shape().str(), " and ", ref_name,
+               " ", ref.shape().str(), " differ in their leading dimensions");
 }
 
 void fan_forward(Tensor y, const Tensor& p, const Tensor& l, Impl impl) {
@@ -25,8 +25,8 @@ void fan_forward(Tensor y, const Tensor& p, const Tensor& l, Impl impl) {
   check_fan_rows(l, p, "l", "p");
   check_fan_rows(y, p, "y", "p");
   const int64_t R = fan_rows(p), dp = p.size(-1), dl = l.size(-1);
-  FELA_CHECK(y.size(-1) == 2 * dp + dl, "[fan] y has ", y.size(-1), " columns, need 2 dp + dl = ",
-             2 * dp + dl);
+  FELA_CHECK(y.size(-1) == 2 * dp + dl, "[fan] y has ", y.size(-1),
+             " columns, need 2 dp + dl = ", 2 * dp + dl);
   check_same_float("fan", {&p, &l, &y});
   dispatch_float(p.dtype(), "fan", [&]<class T>() {
     auto f = impl == Impl::Ref ? ref::fan_forward<T> : cpu::fan_forward<T>;

@@ -1,3 +1,5 @@
+// RMSNorm dispatcher: argument checks, then ref / cpu kernels for CPU tensors and the CUDA
+// kernels for GPU tensors.
 #include "fela/ops/rmsnorm.h"
 
 namespace fela::ops {
@@ -8,7 +10,21 @@ void rmsnorm_forward(Tensor y, Tensor rstd, const Tensor& x, const Tensor& g, do
   check_shape(g, {d}, "rmsnorm", "g");
   check_shape(y, x.shape(), "rmsnorm", "y");
   FELA_CHECK(rstd.numel() == R, "[rmsnorm] rstd has ", rstd.numel(), " values, expected ", R);
-  check_same_float("rmsnorm", {&x, &y, &g, &rstd});
+  using enum DType;
+  using enum Device;
+  const Device dev = check_signature(
+      "rmsnorm", {{"x", &x}, {"y", &y}, {"g", &g}, {"rstd", &rstd}},
+      {{Cpu, F32, F32, F32, F32}, {Cpu, F64, F64, F64, F64}, {Cuda, BF16, BF16, F32, F32}});
+  if (dev == Cuda) {
+    check_cuda_impl("rmsnorm", impl);
+#ifdef FELA_HAVE_CUDA
+    cuda::rmsnorm_forward(y.data<BFloat16>(), rstd.data<float>(), x.data<BFloat16>(),
+                          g.data<float>(), R, d, eps);
+#else
+    fail_no_cuda("rmsnorm");
+#endif
+    return;
+  }
   dispatch_float(x.dtype(), "rmsnorm", [&]<class T>() {
     auto f = impl == Impl::Ref ? ref::rmsnorm_forward<T> : cpu::rmsnorm_forward<T>;
     f(y.data<T>(), rstd.data<T>(), x.data<T>(), g.data<T>(), R, d, eps);
@@ -23,7 +39,23 @@ void rmsnorm_backward(Tensor dx, Tensor dg, const Tensor& dy, const Tensor& x, c
   check_shape(dy, x.shape(), "rmsnorm", "dy");
   check_shape(dx, x.shape(), "rmsnorm", "dx");
   FELA_CHECK(rstd.numel() == R, "[rmsnorm] rstd has ", rstd.numel(), " values, expected ", R);
-  check_same_float("rmsnorm", {&x, &dx, &dy, &g, &dg, &rstd});
+  using enum DType;
+  using enum Device;
+  const Device dev = check_signature(
+      "rmsnorm", {{"x", &x}, {"dx", &dx}, {"dy", &dy}, {"g", &g}, {"dg", &dg}, {"rstd", &rstd}},
+      {{Cpu, F32, F32, F32, F32, F32, F32},
+       {Cpu, F64, F64, F64, F64, F64, F64},
+       {Cuda, BF16, BF16, BF16, F32, F32, F32}});
+  if (dev == Cuda) {
+    check_cuda_impl("rmsnorm", impl);
+#ifdef FELA_HAVE_CUDA
+    cuda::rmsnorm_backward(dx.data<BFloat16>(), dg.data<float>(), dy.data<BFloat16>(),
+                           x.data<BFloat16>(), g.data<float>(), rstd.data<float>(), R, d);
+#else
+    fail_no_cuda("rmsnorm");
+#endif
+    return;
+  }
   dispatch_float(x.dtype(), "rmsnorm", [&]<class T>() {
     auto f = impl == Impl::Ref ? ref::rmsnorm_backward<T> : cpu::rmsnorm_backward<T>;
     f(dx.data<T>(), dg.data<T>(), dy.data<T>(), x.data<T>(), g.data<T>(), rstd.data<T>(), R, d);

@@ -1,10 +1,10 @@
 // Per-channel scaling on the CPU: rows in parallel. dg is reduced in fixed blocks of rows (one
 // partial sum per block, then the blocks summed in order), so the result depends on R and d
 // only, never on the thread count or schedule.
+#include "fela/ops/channel_scale.h"
+
 #include <algorithm>
 #include <vector>
-
-#include "fela/ops/channel_scale.h"
 
 namespace fela::ops::cpu {
 

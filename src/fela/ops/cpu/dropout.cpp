@@ -1,8 +1,8 @@
 // Dropout on the CPU: the mask is a pure function of (seed, index), so elements split across
 // threads freely and the result does not depend on the thread count. p = 0 is a copy.
-#include <algorithm>
-
 #include "fela/ops/dropout.h"
+
+#include <algorithm>
 
 namespace fela::ops::cpu {
 

@@ -1,8 +1,8 @@
 // FAN projection on the CPU: rows in parallel for large calls, one pass over each row.
+#include "fela/ops/fan.h"
+
 #include <algorithm>
 #include <cmath>
-
-#include "fela/ops/fan.h"
 
 namespace fela::ops::cpu {
 

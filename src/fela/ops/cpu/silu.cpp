@@ -1,7 +1,7 @@
 // SiLU on the CPU: one vectorisable pass, OpenMP over elements for large tensors.
-#include <cmath>
-
 #include "fela/ops/silu.h"
+
+#include <cmath>
 
 namespace fela::ops::cpu {
 

@@ -1,7 +1,7 @@
 // Per-channel scaling oracle: plain loops, dg summed over rows in double.
-#include <vector>
-
 #include "fela/ops/channel_scale.h"
+
+#include <vector>
 
 namespace fela::ops::ref {
 

@@ -1,7 +1,7 @@
 // FAN projection oracle: plain loops, cos and sin in double.
-#include <cmath>
-
 #include "fela/ops/fan.h"
+
+#include <cmath>
 
 namespace fela::ops::ref {
 

@@ -1,7 +1,7 @@
 // SiLU oracle in double. sigmoid(x) = 1 / (1 + exp(-x)) gives 0, not NaN, when exp overflows.
-#include <cmath>
-
 #include "fela/ops/silu.h"
+
+#include <cmath>
 
 namespace fela::ops::ref {
 

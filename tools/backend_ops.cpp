@@ -1,0 +1,421 @@
+// backend_ops: runs every CUDA op, forward and backward, on fresh random inputs at several shapes
+// (odd sizes included) and compares each output with the CPU oracle (ops::Impl::Ref in double)
+// computed from the same bf16-rounded inputs. Prints one markdown table row per output and exits
+// non-zero on any miss, NaN or overwritten guard.
+//
+// Error: norm-wise relative error ||gpu - oracle|| / ||oracle||.
+// Tolerance (STYLE.md's rule): 2 x the error of a same-precision naive version + 1e-5, where the
+// naive version is the exact result rounded once to the output's storage type (bf16 or fp32):
+// the best any kernel storing that type can do. The floor covers fp32 summation order.
+// Guards: every device buffer has 64 poisoned elements (NaN bit patterns) on each side; outputs
+// start poisoned too unless the op accumulates into them, so unwritten elements show as NaN.
+//
+// Usage: backend_ops [--seed N] [--quick]
+//   --seed N   rerun with the inputs of an earlier run (default: a fresh seed, printed)
+//   --quick    only the shapes of at most 2^20 elements (for compute-sanitizer)
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "fela/core/cuda.h"
+#include "fela/core/rng.h"
+#include "fela/core/tensor.h"
+#include "fela/ops/cross_entropy.h"
+#include "fela/ops/embedding.h"
+#include "fela/ops/linear.h"
+#include "fela/ops/rmsnorm.h"
+#include "fela/ops/swiglu.h"
+
+using namespace fela;
+using ops::GradMode;
+using ops::Impl;
+using ops::Layout;
+using Vec = std::vector<double>;
+
+namespace {
+
+constexpr double kFloor = 1e-5;
+constexpr int64_t kGuard = 64;  // poisoned elements before and after every device buffer
+
+// ---- host values ----------------------------------------------------------------------------
+
+Vec normal(int64_t n, Rng& rng, double scale = 1.0, double mean = 0.0) {
+  Vec v(static_cast<size_t>(n));
+  for (double& x : v) x = mean + scale * rng.normal();
+  return v;
+}
+
+// The value a tensor of dtype dt stores for x.
+double stored(double x, DType dt) {
+  if (dt == DType::BF16) return float(BFloat16(float(x)));
+  if (dt == DType::F32) return float(x);
+  return x;
+}
+
+Vec rounded(Vec v, DType dt) {
+  for (double& x : v) x = stored(x, dt);
+  return v;
+}
+
+// ||a - b|| / max(||a||, ||b||): NaN anywhere gives NaN.
+double rel_err(const Vec& a, const Vec& b) {
+  double d = 0, na = 0, nb = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    d += (a[i] - b[i]) * (a[i] - b[i]);
+    na += a[i] * a[i];
+    nb += b[i] * b[i];
+  }
+  const double n = std::sqrt(std::max(na, nb));
+  return n > 0 ? std::sqrt(d) / n : std::sqrt(d);
+}
+
+// A double CPU array holding v, for the oracle.
+Array host_f64(const Vec& v, Shape s) {
+  Array a = Array::empty(DType::F64, s);
+  std::copy(v.begin(), v.end(), a.data<double>());
+  return a;
+}
+
+Vec values(const Tensor& t) {
+  const double* p = t.data<double>();
+  return Vec(p, p + t.numel());
+}
+
+Array host_i32(const std::vector<int32_t>& v) {
+  Array a = Array::empty(DType::I32, {int64_t(v.size())});
+  std::copy(v.begin(), v.end(), a.data<int32_t>());
+  return a;
+}
+
+// ---- guarded device buffers -------------------------------------------------------------------
+
+// NaN bit patterns that no kernel writes, so a changed guard or an unwritten output shows.
+void poison(void* p, DType dt, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (dt == DType::BF16) {
+      static_cast<uint16_t*>(p)[i] = 0x7fa5;
+    } else {
+      const uint32_t bits = 0x7fa5a5a5;
+      std::memcpy(static_cast<char*>(p) + 4 * i, &bits, 4);
+    }
+  }
+}
+
+struct DeviceBuf {
+  Array mem;    // [kGuard + n + kGuard] on the GPU
+  Tensor view;  // the n elements in the middle
+  DType dtype;
+  int64_t n;
+};
+
+// A device buffer of shape s and dtype dt whose middle holds v (stored as dt), or poison when v
+// is empty.
+DeviceBuf device_buf(DType dt, Shape s, const Vec& v = {}) {
+  const int64_t n = s.numel();
+  Array host = Array::empty(dt, {n + 2 * kGuard});
+  poison(host.view().raw(), dt, n + 2 * kGuard);
+  char* mid = static_cast<char*>(host.view().raw()) + kGuard * dtype_size(dt);
+  for (int64_t i = 0; i < int64_t(v.size()); ++i) {
+    if (dt == DType::BF16)
+      reinterpret_cast<BFloat16*>(mid)[i] = BFloat16(float(v[i]));
+    else if (dt == DType::F32)
+      reinterpret_cast<float*>(mid)[i] = float(v[i]);
+    else
+      reinterpret_cast<int32_t*>(mid)[i] = int32_t(v[i]);
+  }
+  DeviceBuf b{Array::empty(dt, {n + 2 * kGuard}, Device::Cuda), Tensor(), dt, n};
+  tensor_copy(b.mem, host);
+  b.view =
+      Tensor(static_cast<char*>(b.mem.view().raw()) + kGuard * dtype_size(dt), dt, s, Device::Cuda);
+  return b;
+}
+
+DeviceBuf device_tokens(const std::vector<int32_t>& t) {
+  return device_buf(DType::I32, {int64_t(t.size())}, Vec(t.begin(), t.end()));
+}
+
+struct Readback {
+  Vec values;
+  int64_t nan = 0;
+  bool guards_ok = true;
+};
+
+Readback read_back(const DeviceBuf& b) {
+  cuda::synchronize();  // a kernel fault surfaces here, not in a later op
+  Array host = Array::empty(b.dtype, {b.n + 2 * kGuard});
+  tensor_copy(host, b.mem);
+  Array fresh = Array::empty(b.dtype, {kGuard});
+  poison(fresh.view().raw(), b.dtype, kGuard);
+  const size_t es = dtype_size(b.dtype), gb = size_t(kGuard) * es;
+  const char* p = static_cast<const char*>(host.view().raw());
+  Readback r;
+  r.guards_ok = std::memcmp(p, fresh.view().raw(), gb) == 0 &&
+                std::memcmp(p + gb + size_t(b.n) * es, fresh.view().raw(), gb) == 0;
+  r.values.resize(size_t(b.n));
+  for (int64_t i = 0; i < b.n; ++i) {
+    const char* e = p + gb + size_t(i) * es;
+    double x = 0;
+    if (b.dtype == DType::BF16)
+      x = float(*reinterpret_cast<const BFloat16*>(e));
+    else
+      x = *reinterpret_cast<const float*>(e);
+    r.values[size_t(i)] = x;
+    if (!std::isfinite(x)) ++r.nan;
+  }
+  return r;
+}
+
+// ---- the table ---------------------------------------------------------------------------------
+
+struct Row {
+  std::string op, shape, dir, out;
+  double err, naive, tol;
+  int64_t nan;
+  bool guards_ok;
+  bool pass() const { return err <= tol && nan == 0 && guards_ok; }
+};
+std::vector<Row> g_rows;
+
+void check(const std::string& op, const std::string& shape, const std::string& dir,
+           const std::string& out, const DeviceBuf& got, const Vec& oracle) {
+  const Readback r = read_back(got);
+  const double naive = rel_err(rounded(oracle, got.dtype), oracle);
+  Row row{op,    shape,      dir, out, rel_err(r.values, oracle), naive, 2 * naive + kFloor,
+          r.nan, r.guards_ok};
+  std::printf("| %s | %s | %s | %s %s | %.2e | %.2e | %.2e | %s | %s | %s |\n", op.c_str(),
+              shape.c_str(), dir.c_str(), out.c_str(), std::string(dtype_name(got.dtype)).c_str(),
+              row.err, row.naive, row.tol, row.nan ? "NaN" : "ok",
+              row.guards_ok ? "ok" : "OVERWRITTEN", row.pass() ? "PASS" : "**FAIL**");
+  std::fflush(stdout);
+  g_rows.push_back(row);
+}
+
+std::string dims(std::initializer_list<int64_t> d) {
+  std::string s;
+  for (int64_t x : d) {
+    if (!s.empty()) s += 'x';
+    s += std::to_string(x);
+  }
+  return s;
+}
+
+// ---- the ops -----------------------------------------------------------------------------------
+
+void check_linear(int64_t R, int64_t in, int64_t out, Layout lay, GradMode mode, Rng& rng) {
+  const Shape ws = lay == Layout::InOut ? Shape{in, out} : Shape{out, in};
+  const std::string shape =
+      dims({R, in, out}) + (lay == Layout::InOut ? " W[in,out]" : " E[out,in]");
+  const Vec x = rounded(normal(R * in, rng), DType::BF16);
+  const Vec w = rounded(normal(ws.numel(), rng), DType::BF16);
+  const Vec dy = rounded(normal(R * out, rng), DType::BF16);
+  const Vec dx0 = rounded(normal(R * in, rng), DType::BF16);
+  const Vec dw0 = rounded(normal(ws.numel(), rng, 0.1), DType::F32);
+
+  Array hx = host_f64(x, {R, in}), hw = host_f64(w, ws), hdy = host_f64(dy, {R, out});
+  Array hy = Array::empty(DType::F64, {R, out});
+  ops::linear_forward(hy, hx, hw, lay, Impl::Ref);
+  Array hdx = host_f64(dx0, {R, in}), hdw = host_f64(dw0, ws);
+  ops::linear_backward(hdx, hdw, hdy, hx, hw, lay, mode, Impl::Ref);
+
+  DeviceBuf dx_ = device_buf(DType::BF16, {R, in}, x), dw_ = device_buf(DType::BF16, ws, w);
+  for (DType yt : {DType::BF16, DType::F32}) {
+    DeviceBuf y = device_buf(yt, {R, out});
+    ops::linear_forward(y.view, dx_.view, dw_.view, lay);
+    check("linear", shape, "forward", "y", y, values(hy));
+  }
+  DeviceBuf ddy = device_buf(DType::BF16, {R, out}, dy);
+  DeviceBuf gx = mode == GradMode::Add ? device_buf(DType::BF16, {R, in}, dx0)
+                                       : device_buf(DType::BF16, {R, in});
+  DeviceBuf gw = device_buf(DType::F32, ws, dw0);
+  ops::linear_backward(gx.view, gw.view, ddy.view, dx_.view, dw_.view, lay, mode);
+  const std::string dir = mode == GradMode::Add ? "backward, dx +=" : "backward";
+  check("linear", shape, dir, "dx", gx, values(hdx));
+  check("linear", shape, dir, "dW +=", gw, values(hdw));
+}
+
+void check_rmsnorm(int64_t R, int64_t d, Rng& rng) {
+  const std::string shape = dims({R, d});
+  // With d = 1 the exact dx is s^3 eps dy g, all cancellation when eps is tiny, which no fp32
+  // kernel resolves: that width is checked with a large eps, where it is well conditioned.
+  const double eps = d == 1 ? 0.5 : 1e-6;
+  const Vec x = rounded(normal(R * d, rng), DType::BF16);
+  const Vec g = rounded(normal(d, rng, 0.1, 1.0), DType::F32);
+  const Vec dy = rounded(normal(R * d, rng), DType::BF16);
+  const Vec dg0 = rounded(normal(d, rng, 0.1), DType::F32);
+
+  Array hx = host_f64(x, {R, d}), hg = host_f64(g, {d}), hdy = host_f64(dy, {R, d});
+  Array hy = Array::empty(DType::F64, {R, d}), hrstd = Array::empty(DType::F64, {R});
+  ops::rmsnorm_forward(hy, hrstd, hx, hg, eps, Impl::Ref);
+  // Backward reads rstd as the forward stored it: fp32.
+  const Vec rstd = rounded(values(hrstd), DType::F32);
+  Array hrstd32 = host_f64(rstd, {R});
+  Array hdx = Array::empty(DType::F64, {R, d}), hdg = host_f64(dg0, {d});
+  ops::rmsnorm_backward(hdx, hdg, hdy, hx, hg, hrstd32, Impl::Ref);
+
+  DeviceBuf gx = device_buf(DType::BF16, {R, d}, x), gg = device_buf(DType::F32, {d}, g);
+  DeviceBuf y = device_buf(DType::BF16, {R, d}), s = device_buf(DType::F32, {R});
+  ops::rmsnorm_forward(y.view, s.view, gx.view, gg.view, eps);
+  check("rmsnorm", shape, "forward", "y", y, values(hy));
+  check("rmsnorm", shape, "forward", "rstd", s, values(hrstd));
+
+  DeviceBuf gs = device_buf(DType::F32, {R}, rstd);
+  for (bool in_place : {false, true}) {
+    DeviceBuf gdy = device_buf(DType::BF16, {R, d}, dy), gdg = device_buf(DType::F32, {d}, dg0);
+    DeviceBuf sep = device_buf(DType::BF16, {R, d});
+    const DeviceBuf& gdx = in_place ? gdy : sep;
+    ops::rmsnorm_backward(gdx.view, gdg.view, gdy.view, gx.view, gg.view, gs.view);
+    const std::string dir = in_place ? "backward, dx = dy" : "backward";
+    check("rmsnorm", shape, dir, "dx", gdx, values(hdx));
+    check("rmsnorm", shape, dir, "dg +=", gdg, values(hdg));
+  }
+}
+
+void check_swiglu(int64_t n, Rng& rng) {
+  const std::string shape = dims({n});
+  const Vec a = rounded(normal(n, rng, 2.0), DType::BF16);
+  const Vec b = rounded(normal(n, rng), DType::BF16);
+  const Vec dy = rounded(normal(n, rng), DType::BF16);
+  Array ha = host_f64(a, {n}), hb = host_f64(b, {n}), hdy = host_f64(dy, {n});
+  Array hy = Array::empty(DType::F64, {n}), hda = Array::empty(DType::F64, {n}),
+        hdb = Array::empty(DType::F64, {n});
+  ops::swiglu_forward(hy, ha, hb, Impl::Ref);
+  ops::swiglu_backward(hda, hdb, hdy, ha, hb, Impl::Ref);
+
+  DeviceBuf ga = device_buf(DType::BF16, {n}, a), gb = device_buf(DType::BF16, {n}, b);
+  DeviceBuf y = device_buf(DType::BF16, {n});
+  ops::swiglu_forward(y.view, ga.view, gb.view);
+  check("swiglu", shape, "forward", "y", y, values(hy));
+  for (bool in_place : {false, true}) {
+    DeviceBuf gdy = device_buf(DType::BF16, {n}, dy), sep = device_buf(DType::BF16, {n});
+    DeviceBuf gdb = device_buf(DType::BF16, {n});
+    const DeviceBuf& gda = in_place ? gdy : sep;
+    ops::swiglu_backward(gda.view, gdb.view, gdy.view, ga.view, gb.view);
+    const std::string dir = in_place ? "backward, da = dy" : "backward";
+    check("swiglu", shape, dir, "da", gda, values(hda));
+    check("swiglu", shape, dir, "db", gdb, values(hdb));
+  }
+}
+
+void check_embedding(int64_t R, int64_t V, int64_t d, Rng& rng) {
+  const std::string shape = dims({R, V, d});
+  std::vector<int32_t> tok(static_cast<size_t>(R));
+  for (auto& t : tok) t = int32_t(rng.below(uint64_t(V)));
+  const Vec E = rounded(normal(V * d, rng), DType::BF16);
+  const Vec dh = rounded(normal(R * d, rng), DType::BF16);
+  const Vec dE0 = rounded(normal(V * d, rng, 0.1), DType::F32);
+  Array ht = host_i32(tok), hE = host_f64(E, {V, d}), hdh = host_f64(dh, {R, d});
+  Array hh = Array::empty(DType::F64, {R, d}), hdE = host_f64(dE0, {V, d});
+  ops::embedding_forward(hh, ht, hE, Impl::Ref);
+  ops::embedding_backward(hdE, hdh, ht, Impl::Ref);
+
+  DeviceBuf gt = device_tokens(tok), gE = device_buf(DType::BF16, {V, d}, E);
+  DeviceBuf h = device_buf(DType::BF16, {R, d});
+  ops::embedding_forward(h.view, gt.view, gE.view);
+  check("embedding", shape, "forward", "h", h, values(hh));
+  DeviceBuf gdh = device_buf(DType::BF16, {R, d}, dh), gdE = device_buf(DType::F32, {V, d}, dE0);
+  ops::embedding_backward(gdE.view, gdh.view, gt.view);
+  check("embedding", shape, "backward", "dE +=", gdE, values(hdE));
+}
+
+void check_cross_entropy(int64_t R, int64_t V, Rng& rng) {
+  const std::string shape = dims({R, V});
+  std::vector<int32_t> tgt(static_cast<size_t>(R));
+  for (int64_t r = 0; r < R; ++r)  // every fifth row ignored, as padding would be
+    tgt[size_t(r)] = r % 5 == 3 ? -1 : int32_t(rng.below(uint64_t(V)));
+  const Vec logits = rounded(normal(R * V, rng, 3.0), DType::BF16);
+  const double scale = 1.0 / double(R);
+  Array ht = host_i32(tgt), hl = host_f64(logits, {R, V});
+  Array hloss = Array::empty(DType::F64, {R}), hd = Array::empty(DType::F64, {R, V});
+  ops::cross_entropy_forward(hloss, hl, ht, Impl::Ref);
+  ops::cross_entropy_backward(hd, hl, ht, scale, Impl::Ref);
+
+  DeviceBuf gt = device_tokens(tgt), gl = device_buf(DType::BF16, {R, V}, logits);
+  DeviceBuf loss = device_buf(DType::F32, {R});
+  ops::cross_entropy_forward(loss.view, gl.view, gt.view);
+  check("cross_entropy", shape, "forward", "loss", loss, values(hloss));
+  DeviceBuf gd = device_buf(DType::BF16, {R, V});
+  ops::cross_entropy_backward(gd.view, gl.view, gt.view, scale);
+  check("cross_entropy", shape, "backward", "dlogits", gd, values(hd));
+  DeviceBuf inplace = device_buf(DType::BF16, {R, V}, logits);  // the model's fused head
+  ops::cross_entropy_backward(inplace.view, inplace.view, gt.view, scale);
+  check("cross_entropy", shape, "backward, dlogits = logits", "dlogits", inplace, values(hd));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  uint64_t seed = std::random_device{}() ^
+                  uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
+      seed = std::strtoull(argv[++i], nullptr, 10);
+    } else if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else {
+      std::fprintf(stderr, "usage: backend_ops [--seed N] [--quick]\n");
+      return 2;
+    }
+  }
+  const auto run = [&](int64_t elements) { return !quick || elements <= (int64_t(1) << 20); };
+  try {
+    if (cuda::device_count() == 0) {
+      std::fprintf(stderr, "backend_ops: no CUDA device\n");
+      return 1;
+    }
+    char date[32];
+    const std::time_t now = std::time(nullptr);
+    std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+    std::printf("backend_ops: CUDA ops against the CPU oracle (Impl::Ref, double)\n");
+    std::printf("device: %s; date: %s; seed: %llu\n", cuda::device_description().c_str(), date,
+                (unsigned long long)seed);
+    std::printf(
+        "error = ||gpu - oracle|| / ||oracle||; tol = 2 x naive + %.0e, naive = oracle "
+        "rounded once to the output's dtype\n",
+        kFloor);
+    std::printf(
+        "shapes: linear R x in x out, rmsnorm R x d, swiglu n, embedding R x V x d, "
+        "cross_entropy R x V\n\n");
+    std::printf(
+        "| op | shape | direction | output | rel. error | naive | tolerance | NaN | "
+        "guards | result |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    Rng rng(seed);
+    for (auto [R, in, out] :
+         {std::array<int64_t, 3>{1, 1, 1}, {31, 33, 129}, {129, 31, 33}, {256, 768, 2304}})
+      for (Layout lay : {Layout::InOut, Layout::OutIn})
+        if (run(in * out))
+          check_linear(R, in, out, lay, lay == Layout::OutIn ? GradMode::Add : GradMode::Write,
+                       rng);
+    if (run(64 * 50257))
+      check_linear(33, 64, 50257, Layout::OutIn, GradMode::Write, rng);  // lm head
+    for (auto [R, d] : {std::array<int64_t, 2>{1, 1},
+                        {31, 1},
+                        {31, 33},
+                        {129, 129},
+                        {33, 4097},
+                        {2048, 768},
+                        {70001, 64}})
+      if (run(R * d)) check_rmsnorm(R, d, rng);
+    for (int64_t n : {1, 31, 33, 129, 1000003})
+      if (run(n)) check_swiglu(n, rng);
+    for (auto [R, V, d] :
+         {std::array<int64_t, 3>{1, 1, 1}, {31, 33, 129}, {129, 7, 31}, {1024, 50257, 768}})
+      if (run(V * d)) check_embedding(R, V, d, rng);
+    for (auto [R, V] : {std::array<int64_t, 2>{1, 1}, {31, 33}, {33, 129}, {129, 31}, {64, 50257}})
+      if (run(R * V)) check_cross_entropy(R, V, rng);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "backend_ops: %s\n", e.what());
+    return 1;
+  }
+  int failed = 0;
+  for (const Row& r : g_rows) failed += !r.pass();
+  std::printf("\n%zu checks, %d failed\n", g_rows.size(), failed);
+  return failed ? 1 : 0;
+}
