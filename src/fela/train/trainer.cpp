@@ -215,9 +215,11 @@ TrainResult train(const TrainOptions& opt) {
       const Evaluation e = evaluate(*model, val_set, token_bytes, B, N, opt.eval_batches);
       log_row({{"step", step}, {"val_loss", e.loss}, {"val_bpb", e.bpb}});
       res.val_loss = e.loss, res.val_bpb = e.bpb;
-      std::printf("step %6lld | loss %.4f | val loss %.4f | val bpb %.4f\n", (long long)step, loss,
-                  e.loss, e.bpb);
-      std::fflush(stdout);
+      if (opt.verbose) {
+        std::printf("step %6lld | loss %.4f | val loss %.4f | val bpb %.4f\n", (long long)step,
+                    loss, e.loss, e.bpb);
+        std::fflush(stdout);
+      }
     }
     if ((opt.save_every > 0 && step % opt.save_every == 0) || last) save(step);
     if (last) {
