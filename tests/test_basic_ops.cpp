@@ -20,7 +20,7 @@ namespace {
 constexpr double kGradTol = 1e-6;
 const Impl kImpls[] = {Impl::Ref, Impl::Fast};
 
-Array random_tokens(int64_t R, int64_t V, Rng& rng, bool with_ignored = false) {
+Array random_targets(int64_t R, int64_t V, Rng& rng, bool with_ignored = false) {
   Array t = Array::empty(DType::I32, {R});
   for (int64_t r = 0; r < R; ++r)
     t.data<int32_t>()[r] = (with_ignored && r % 5 == 3) ? -1 : int32_t(rng.below(V));
@@ -73,7 +73,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearShapes,
 TEST(Embedding, GradientsAndRepeatedTokens) {
   Rng rng(3);
   const int64_t V = 7, d = 5, R = 31;  // R > V: tokens repeat
-  Array E = random_array(DType::F64, {V, d}, rng), tok = random_tokens(R, V, rng);
+  Array E = random_array(DType::F64, {V, d}, rng), tok = random_targets(R, V, rng);
   Array w = random_array(DType::F64, {R, d}, rng), h = Array::empty(DType::F64, {R, d});
   auto loss = [&] {
     ops::embedding_forward(h, tok, E, Impl::Ref);
@@ -138,7 +138,7 @@ TEST(CrossEntropy, GradientsWithIgnoredRows) {
   Rng rng(11);
   for (auto [R, V] : {std::pair{1, 2}, std::pair{7, 5}, std::pair{13, 33}}) {
     Array logits = random_array(DType::F64, {R, V}, rng, 2.0);
-    Array tok = random_tokens(R, V, rng, true), loss = Array::empty(DType::F64, {R});
+    Array tok = random_targets(R, V, rng, true), loss = Array::empty(DType::F64, {R});
     auto total = [&] {
       ops::cross_entropy_forward(loss, logits, tok, Impl::Ref);
       double s = 0;
@@ -160,7 +160,7 @@ TEST(CrossEntropy, GradientsWithIgnoredRows) {
 TEST(CrossEntropy, LargeLogitsStayFiniteAndAliasingWorks) {
   const int64_t R = 3, V = 50257;
   Rng rng(2);
-  Array logits = random_array(DType::F32, {R, V}, rng, 50.0), tok = random_tokens(R, V, rng);
+  Array logits = random_array(DType::F32, {R, V}, rng, 50.0), tok = random_targets(R, V, rng);
   Array l0 = Array::empty(DType::F32, {R}), l1 = Array::empty(DType::F32, {R});
   ops::cross_entropy_forward(l0, logits, tok, Impl::Ref);
   ops::cross_entropy_forward(l1, logits, tok, Impl::Fast);

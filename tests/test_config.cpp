@@ -9,16 +9,9 @@
 #include "test_util.h"
 
 using namespace fela;
+using fela::test::error_of;
 
 namespace {
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 std::string write_temp(const std::string& text) {
   const std::string p = test::temp_dir("cfg") + "/c.json";
   std::ofstream(p) << text;

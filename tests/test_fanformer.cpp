@@ -15,12 +15,6 @@ using namespace fela::test;
 
 namespace {
 
-Array random_tokens(int64_t n, int64_t V, Rng& rng) {
-  Array t = Array::empty(DType::I32, {n});
-  for (int64_t i = 0; i < n; ++i) t.data<int32_t>()[i] = int32_t(rng.below(V));
-  return t;
-}
-
 // tiny-sized, every §8 switch on, all three mixer kinds (attention twice: layer 0 pre-norm,
 // layer 3 QKV-norm), GQA.
 Config all_switches(const std::string& pattern = "ASLA", double dropout = 0.1) {
@@ -31,14 +25,6 @@ Config all_switches(const std::string& pattern = "ASLA", double dropout = 0.1) {
                               "init_std=0.3"});
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 }  // namespace
 
@@ -79,21 +65,9 @@ TEST(FanformerGradients, EverySwitchOnMatchesFiniteDifferences) {
   Model m(c, DType::F64);
   m.init(3);
   m.set_training(true, 12345);  // dropout on, with a fixed mask
-  Rng rng(5);
-  const int64_t B = 2, N = 11;
-  Array tok = random_tokens(B * N, c.vocab_size(), rng), tgt = random_tokens(B * N, c.vocab_size(), rng);
-  auto loss = [&] {
-    m.forward(tok.data<int32_t>(), B, N);
-    return m.loss(tgt.data<int32_t>());
-  };
-  m.zero_grad();
-  m.forward(tok.data<int32_t>(), B, N);
-  m.loss(tgt.data<int32_t>(), 1.0);
-  m.backward();
   int checked = 0;
-  for (const ParamSpec& s : m.table().specs()) {
-    Tensor p = m.table().view(m.params(), s), g = m.table().view(m.grads(), s);
-    EXPECT_LT(grad_check(p, g, loss, 4, 1e-5), 1e-6) << s.name;
+  for (const auto& [name, err] : model_gradient_errors(m, 2, 11, 4)) {
+    EXPECT_LT(err, 1e-6) << name;
     ++checked;
   }
   for (const char* name : {"layers.0.fan.w_p", "layers.0.attn.w_q.a", "layers.3.attn.q_norm.weight",
@@ -132,29 +106,7 @@ TEST(FanformerGeneration, PrefillThenStepsMatchesParallelForward) {
                                         "gated_residual=true", "dropout=0.1", "init_std=0.1"});
   Model m(c, DType::F32);
   m.init(4);
-  const int64_t B = 2, N = 50, V = c.vocab_size();
-  Rng rng(6);
-  Array tok = random_tokens(B * N, V, rng);
-  m.forward(tok.data<int32_t>(), B, N);
-  Array full = Array::empty(DType::F32, {B * N, V});
-  m.logits(full, 0, B * N);
-  const int64_t P = 19;
-  InferenceState s = m.new_state(B);
-  Array prompt = Array::empty(DType::I32, {B, P}), step_tok = Array::empty(DType::I32, {B});
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < P; ++t) prompt.data<int32_t>()[b * P + t] = tok.data<int32_t>()[b * N + t];
-  Array lg = Array::empty(DType::F32, {B, V});
-  m.prefill(s, prompt.data<int32_t>(), P, lg, /*chunk=*/7);  // several prefill chunks
-  double worst = 0;
-  for (int64_t t = P - 1; t < N; ++t) {
-    if (t >= P) {
-      for (int64_t b = 0; b < B; ++b) step_tok.data<int32_t>()[b] = tok.data<int32_t>()[b * N + t];
-      m.step(s, step_tok.data<int32_t>(), lg);
-    }
-    for (int64_t b = 0; b < B; ++b)
-      worst = std::max(worst, max_abs_diff(Tensor(lg)[b], Tensor(full)[b * N + t]));
-  }
-  EXPECT_LT(worst, 1e-4);
+  EXPECT_LT(generation_gap(m, 2, 50, 19, /*prefill_chunk=*/7), 1e-4);  // several prefill chunks
 }
 
 TEST(FanformerCheckpoint, RoundTripsWithSwitches) {

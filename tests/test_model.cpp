@@ -44,12 +44,6 @@ bool matches_stated(int64_t n, const std::string& stated) {
          std::fabs(std::floor(v / step) * step - value) < step / 10;
 }
 
-Array random_tokens(int64_t n, int64_t V, Rng& rng) {
-  Array t = Array::empty(DType::I32, {n});
-  for (int64_t i = 0; i < n; ++i) t.data<int32_t>()[i] = int32_t(rng.below(V));
-  return t;
-}
-
 Config small_config(const std::string& pattern, int64_t taps = 8) {
   return load_config("tiny", {"d_model=16", "n_heads=2", "n_layers=" +
                               std::to_string(std::max<size_t>(pattern.size(), 2)),
@@ -133,22 +127,8 @@ namespace {
 void check_model_gradients(const Config& c, int64_t B, int64_t N, int64_t per_tensor) {
   Model m(c, DType::F64);
   m.init(3);
-  Rng rng(5);
-  Array tok = random_tokens(B * N, c.vocab_size(), rng), tgt = random_tokens(B * N, c.vocab_size(), rng);
-  tgt.data<int32_t>()[1] = -1;  // an ignored position
-  auto loss = [&] {
-    m.forward(tok.data<int32_t>(), B, N);
-    return m.loss(tgt.data<int32_t>());
-  };
-  m.zero_grad();
-  m.forward(tok.data<int32_t>(), B, N);
-  m.loss(tgt.data<int32_t>(), 1.0);
-  m.backward();
-  for (const ParamSpec& s : m.table().specs()) {
-    Tensor p = m.table().view(m.params(), s), g = m.table().view(m.grads(), s);
-    const double err = grad_check(p, g, loss, per_tensor, 1e-5);
-    EXPECT_LT(err, 1e-6) << c.pattern << " " << s.name;
-  }
+  for (const auto& [name, err] : model_gradient_errors(m, B, N, per_tensor))
+    EXPECT_LT(err, 1e-6) << c.pattern << " " << name;
 }
 
 }  // namespace
@@ -203,36 +183,14 @@ TEST(Model, LossAtInitIsNearUniform) {
 class Generation : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(Generation, PrefillThenStepsMatchesParallelForward) {
-  // float32, N well past M, chunk not dividing N
+  // float32, N well past M, chunk not dividing N; prefill of 1 token, of 23 tokens in one
+  // chunk, and of 23 tokens in chunks of 5 (continuing a state mid-sequence)
   Config c = load_config("tiny", {"pattern=\"" + GetParam() + "\"", "taps=16", "chunk=8",
                                   "init_std=0.1"});
   Model m(c, DType::F32);
   m.init(4);
-  const int64_t B = 2, N = 70, V = c.vocab_size();
-  Rng rng(6);
-  Array tok = random_tokens(B * N, V, rng);
-  m.forward(tok.data<int32_t>(), B, N);
-  Array full = Array::empty(DType::F32, {B * N, V});
-  m.logits(full, 0, B * N);
-  for (int64_t P : {int64_t(1), int64_t(23)}) {
-    InferenceState s = m.new_state(B);
-    Array prompt = Array::empty(DType::I32, {B, P}), step_tok = Array::empty(DType::I32, {B});
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = 0; t < P; ++t) prompt.data<int32_t>()[b * P + t] = tok.data<int32_t>()[b * N + t];
-    Array lg = Array::empty(DType::F32, {B, V});
-    m.prefill(s, prompt.data<int32_t>(), P, lg);
-    double worst = 0;
-    for (int64_t t = P - 1; t < N; ++t) {
-      if (t >= P) {
-        for (int64_t b = 0; b < B; ++b) step_tok.data<int32_t>()[b] = tok.data<int32_t>()[b * N + t];
-        m.step(s, step_tok.data<int32_t>(), lg);
-      }
-      for (int64_t b = 0; b < B; ++b)
-        worst = std::max(worst, max_abs_diff(Tensor(lg)[b], Tensor(full)[b * N + t]));
-    }
-    EXPECT_LT(worst, 1e-4) << GetParam() << " prefill " << P;
-    EXPECT_EQ(s.t, N);
-  }
+  for (auto [P, chunk] : {std::pair<int64_t, int64_t>{1, 2048}, {23, 2048}, {23, 5}})
+    EXPECT_LT(generation_gap(m, 2, 70, P, chunk), 1e-4) << GetParam() << " prefill " << P;
 }
 
 INSTANTIATE_TEST_SUITE_P(Patterns, Generation, ::testing::Values("SSSL", "L", "S", "A"));

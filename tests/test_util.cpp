@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "fela/model/model.h"
+
 namespace fela::test {
 
 Array random_array(DType dt, Shape s, Rng& rng, double scale) {
@@ -99,6 +101,70 @@ double grad_check(Tensor x, const Tensor& analytic, const std::function<double()
     nn += fd * fd;
   }
   return std::sqrt(num) / std::max({std::sqrt(na), std::sqrt(nn), 1e-30});
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+Array random_tokens(int64_t n, int64_t V, Rng& rng) {
+  Array t = Array::empty(DType::I32, {n});
+  for (int64_t i = 0; i < n; ++i) t.data<int32_t>()[i] = int32_t(rng.below(V));
+  return t;
+}
+
+std::vector<std::pair<std::string, double>> model_gradient_errors(Model& m, int64_t B, int64_t N,
+                                                                  int64_t per_tensor) {
+  Rng rng(5);
+  const int64_t V = m.config().vocab_size();
+  Array tok = random_tokens(B * N, V, rng), tgt = random_tokens(B * N, V, rng);
+  tgt.data<int32_t>()[std::min<int64_t>(1, B * N - 1)] = -1;  // an ignored position
+  auto loss = [&] {
+    m.forward(tok.data<int32_t>(), B, N);
+    return m.loss(tgt.data<int32_t>());
+  };
+  m.zero_grad();
+  m.forward(tok.data<int32_t>(), B, N);
+  m.loss(tgt.data<int32_t>(), 1.0);
+  m.backward();
+  std::vector<std::pair<std::string, double>> out;
+  for (const ParamSpec& s : m.table().specs()) {
+    Tensor p = m.table().view(m.params(), s), g = m.table().view(m.grads(), s);
+    out.push_back({s.name, grad_check(p, g, loss, per_tensor, 1e-5)});
+  }
+  return out;
+}
+
+double generation_gap(Model& m, int64_t B, int64_t N, int64_t P, int64_t prefill_chunk) {
+  const int64_t V = m.config().vocab_size();
+  Rng rng(6);
+  Array tok = random_tokens(B * N, V, rng);
+  m.forward(tok.data<int32_t>(), B, N);
+  Array full = Array::empty(m.dtype(), {B * N, V});
+  m.logits(full, 0, B * N);
+  InferenceState s = m.new_state(B);
+  Array prompt = Array::empty(DType::I32, {B, P}), step_tok = Array::empty(DType::I32, {B});
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < P; ++t)
+      prompt.data<int32_t>()[b * P + t] = tok.data<int32_t>()[b * N + t];
+  Array lg = Array::empty(m.dtype(), {B, V});
+  m.prefill(s, prompt.data<int32_t>(), P, lg, prefill_chunk);
+  double worst = 0;
+  for (int64_t t = P - 1; t < N; ++t) {
+    if (t >= P) {
+      for (int64_t b = 0; b < B; ++b) step_tok.data<int32_t>()[b] = tok.data<int32_t>()[b * N + t];
+      m.step(s, step_tok.data<int32_t>(), lg);
+    }
+    for (int64_t b = 0; b < B; ++b)
+      worst = std::max(worst, max_abs_diff(Tensor(lg)[b], Tensor(full)[b * N + t]));
+  }
+  FELA_CHECK(s.t == N, "[test] generation consumed ", s.t, " tokens, expected ", N);
+  return worst;
 }
 
 static std::string slurp(const std::string& path) {

@@ -8,6 +8,10 @@
 #include "fela/core/rng.h"
 #include "fela/core/tensor.h"
 
+namespace fela {
+class Model;
+}
+
 namespace fela::test {
 
 // An array of normal(0, scale) values (float or double).
@@ -28,6 +32,20 @@ bool all_finite(const Tensor& t);
 // analytic gradient over the checked elements.
 double grad_check(Tensor x, const Tensor& analytic, const std::function<double()>& loss,
                   int64_t max_checks = -1, double eps = 1e-6, uint64_t seed = 7);
+
+// The fela::Error message f throws, or "" when it does not throw.
+std::string error_of(const std::function<void()>& f);
+// n token ids uniform in [0, V), int32.
+Array random_tokens(int64_t n, int64_t V, Rng& rng);
+
+// Whole-model finite-difference check of an initialised model on random tokens [B, N] (one
+// target ignored): for every parameter tensor, the norm-wise relative error over per_tensor
+// sampled entries (double models).
+std::vector<std::pair<std::string, double>> model_gradient_errors(Model& m, int64_t B,
+                                                                  int64_t N, int64_t per_tensor);
+// Max |logits| difference between prefill(P tokens, in chunks of prefill_chunk) + one step per
+// remaining token and a parallel forward over all N tokens, over positions P-1 .. N-1.
+double generation_gap(Model& m, int64_t B, int64_t N, int64_t P, int64_t prefill_chunk);
 
 struct RunResult {
   int status = -1;
