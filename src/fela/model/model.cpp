@@ -91,6 +91,41 @@ void proj_backward(Pool& pool, int layer, const std::string& key, const Proj& p,
   ops::linear_backward(dx, g.a, ds, x, p.a, Layout::InOut, mode, im);
 }
 
+// What each mixer saves for its backward, named once for both passes.
+struct FnoActs {
+  Tensor u, z, f, y, o;  // u, y [B, N, d]; z, o [R, d]; f [d, M]
+};
+FnoActs fno_acts(Pool& pool, int li, const Config& c, int64_t B, int64_t N) {
+  const int64_t d = c.d_model, R = B * N;
+  return {pool.get(li, "u", {B, N, d}), pool.get(li, "z", {R, d}), pool.get(li, "f", {d, c.taps}),
+          pool.get(li, "y", {B, N, d}), pool.get(li, "o", {R, d})};
+}
+
+struct GlaActs {
+  Tensor q, k, v, g;      // [R, d_k], [R, d_k], [R, d_v], [R, d_v]
+  Tensor a1, apre, a;     // [R, gate_rank], [R, d_k], [R, d_k]
+  Tensor og, rstd_o, on, o2;  // [R, d_v], [R H], [R, d_v], [R, d_v]
+};
+GlaActs gla_acts(Pool& pool, int li, const Config& c, int64_t R) {
+  const int64_t dk = c.d_k(), dv = c.d_v();
+  return {pool.get(li, "q", {R, dk}),         pool.get(li, "k", {R, dk}),
+          pool.get(li, "v", {R, dv}),         pool.get(li, "g", {R, dv}),
+          pool.get(li, "a1", {R, c.gate_rank}), pool.get(li, "apre", {R, dk}),
+          pool.get(li, "a", {R, dk}),         pool.get(li, "og", {R, dv}),
+          pool.get(li, "rstd_o", {R * c.n_heads}), pool.get(li, "on", {R, dv}),
+          pool.get(li, "o2", {R, dv})};
+}
+
+struct AttnActs {
+  Tensor q, k, v, att, lse;  // [B, N, H, Dh], [B, N, Hkv, Dh] x 2, [B, N, H, Dh], [B, H, N]
+};
+AttnActs attn_acts(Pool& pool, int li, const Config& c, int64_t B, int64_t N) {
+  const int64_t H = c.n_heads, Hkv = c.n_kv_heads, Dh = c.attn_head_dim();
+  return {pool.get(li, "q", {B, N, H, Dh}), pool.get(li, "k", {B, N, Hkv, Dh}),
+          pool.get(li, "v", {B, N, Hkv, Dh}), pool.get(li, "att", {B, N, H, Dh}),
+          pool.get(li, "lse", {B, H, N})};
+}
+
 }  // namespace
 
 struct Model::Acts {
@@ -182,8 +217,7 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
 
     if (lw.mixer == 'S') {
       const FnoWeights& p = lw.fno;
-      Tensor u = A.get(li, "u", {B, N, d}), z = A.get(li, "z", {R, d});
-      Tensor f = A.get(li, "f", {d, M}), y = A.get(li, "y", {B, N, d}), o = A.get(li, "o", {R, d});
+      auto [u, z, f, y, o] = fno_acts(A.pool, li, c, B, N);
       ops::linear_forward(u, xm, p.w_u, Layout::InOut, im);       // u = x W_u
       ops::linear_forward(z, xm, p.w_z, Layout::InOut, im);       // z = x W_z
       if (!(fill && N == 1)) ops::fno_filter_forward(f, p.k_re, p.k_im, im);  // f = irfft(K, n = M)
@@ -207,13 +241,8 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
       if (fill && N > 1) ops::fno_ring_load(fill->ring[i], u, t0);
     } else if (lw.mixer == 'L') {
       const GlaWeights& p = lw.gla;
-      const int64_t dk = c.d_k(), dv = c.d_v(), Dk = c.head_dk(), Dv = c.head_dv();
-      Tensor q = A.get(li, "q", {R, dk}), k = A.get(li, "k", {R, dk});
-      Tensor v = A.get(li, "v", {R, dv}), g = A.get(li, "g", {R, dv});
-      Tensor a1 = A.get(li, "a1", {R, c.gate_rank}), apre = A.get(li, "apre", {R, dk});
-      Tensor a = A.get(li, "a", {R, dk}), og = A.get(li, "og", {R, dv});
-      Tensor rstd_o = A.get(li, "rstd_o", {R * H}), on = A.get(li, "on", {R, dv});
-      Tensor o2 = A.get(li, "o2", {R, dv});
+      const int64_t Dk = c.head_dk(), Dv = c.head_dv();
+      auto [q, k, v, g, a1, apre, a, og, rstd_o, on, o2] = gla_acts(A.pool, li, c, R);
       ops::linear_forward(q, xm, p.w_q, Layout::InOut, im);       // q = x W_q
       ops::linear_forward(k, xm, p.w_k, Layout::InOut, im);       // k = x W_k
       ops::linear_forward(v, xm, p.w_v, Layout::InOut, im);       // v = x W_v
@@ -232,9 +261,7 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
       ops::linear_forward(mix, o2, p.w_o, Layout::InOut, im);     // out = o W_o
     } else {
       const AttnWeights& p = lw.attn;
-      Tensor q = A.get(li, "q", {B, N, H, Dh}), k = A.get(li, "k", {B, N, Hkv, Dh});
-      Tensor v = A.get(li, "v", {B, N, Hkv, Dh}), att = A.get(li, "att", {B, N, H, Dh});
-      Tensor lse = A.get(li, "lse", {B, H, N});
+      auto [q, k, v, att, lse] = attn_acts(A.pool, li, c, B, N);
       if (!p.q_norm.raw()) {
         proj_forward(A.pool, li, "w_q", p.w_q, q.reshape({R, H * Dh}), xm, im);    // q = x W_q
         proj_forward(A.pool, li, "w_k", p.w_k, k.reshape({R, Hkv * Dh}), xm, im);  // k = x W_k
@@ -442,8 +469,7 @@ void Model::backward() {
     Tensor dxm = lw.fan.w_p.raw() ? A.get(kGlobal, "dxm", {R, d}) : dxn;
     if (lw.mixer == 'S') {
       const FnoWeights &p = lw.fno, &gp = gw.fno;
-      Tensor u = A.get(li, "u", {B, N, d}), z = A.get(li, "z", {R, d});
-      Tensor f = A.get(li, "f", {d, M}), y = A.get(li, "y", {B, N, d}), o = A.get(li, "o", {R, d});
+      auto [u, z, f, y, o] = fno_acts(A.pool, li, c, B, N);
       Tensor d_o = A.get(kGlobal, "fno_do", {R, d}), dz = A.get(kGlobal, "fno_dz", {R, d});
       Tensor dy = A.get(kGlobal, "fno_dy", {B, N, d}), du = A.get(kGlobal, "fno_du", {B, N, d});
       Tensor df = A.get(kGlobal, "fno_df", {d, M});
@@ -457,12 +483,7 @@ void Model::backward() {
     } else if (lw.mixer == 'L') {
       const GlaWeights &p = lw.gla, &gp = gw.gla;
       const int64_t dk = c.d_k(), dv = c.d_v(), Dk = c.head_dk(), Dv = c.head_dv();
-      Tensor q = A.get(li, "q", {R, dk}), k = A.get(li, "k", {R, dk});
-      Tensor v = A.get(li, "v", {R, dv}), g = A.get(li, "g", {R, dv});
-      Tensor a1 = A.get(li, "a1", {R, c.gate_rank}), apre = A.get(li, "apre", {R, dk});
-      Tensor a = A.get(li, "a", {R, dk}), og = A.get(li, "og", {R, dv});
-      Tensor rstd_o = A.get(li, "rstd_o", {R * H}), on = A.get(li, "on", {R, dv});
-      Tensor o2 = A.get(li, "o2", {R, dv});
+      auto [q, k, v, g, a1, apre, a, og, rstd_o, on, o2] = gla_acts(A.pool, li, c, R);
       Tensor do2 = A.get(kGlobal, "gla_do2", {R, dv}), dg = A.get(kGlobal, "gla_dg", {R, dv});
       Tensor dq = A.get(kGlobal, "gla_dq", {R, dk}), dk_ = A.get(kGlobal, "gla_dk", {R, dk});
       Tensor dv_ = A.get(kGlobal, "gla_dv", {R, dv}), da = A.get(kGlobal, "gla_da", {R, dk});
@@ -485,9 +506,7 @@ void Model::backward() {
       ops::linear_backward(dxm, gp.w_a1, da1, xm, p.w_a1, Layout::InOut, GradMode::Add, im);
     } else {
       const AttnWeights &p = lw.attn, &gp = gw.attn;
-      Tensor q = A.get(li, "q", {B, N, H, Dh}), k = A.get(li, "k", {B, N, Hkv, Dh});
-      Tensor v = A.get(li, "v", {B, N, Hkv, Dh}), att = A.get(li, "att", {B, N, H, Dh});
-      Tensor lse = A.get(li, "lse", {B, H, N});
+      auto [q, k, v, att, lse] = attn_acts(A.pool, li, c, B, N);
       Tensor datt = A.get(kGlobal, "attn_datt", {B, N, H, Dh});
       Tensor dq = A.get(kGlobal, "attn_dq", {B, N, H, Dh});
       Tensor dk = A.get(kGlobal, "attn_dk", {B, N, Hkv, Dh});
