@@ -4,6 +4,8 @@
 //   build/release/bench_compare [--steps S] [--threads T]
 // Every model: d 64, 4 layers, 4 heads, batch 16 x 128 tokens, AdamW lr 3e-3 with 30 warm-up
 // steps and cosine decay, seed 1; validation over the last 10% of tiny Shakespeare (32 batches).
+#include <unistd.h>
+
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -11,8 +13,6 @@
 #include <filesystem>
 #include <string>
 #include <thread>
-
-#include <unistd.h>
 #include <vector>
 
 #include "fela/core/threads.h"
@@ -43,11 +43,14 @@ int main(int argc, char** argv) {
   int64_t steps = 400;
   int threads = 0;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--steps") && i + 1 < argc) steps = std::atoll(argv[++i]);
-    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--steps") && i + 1 < argc)
+      steps = std::atoll(argv[++i]);
+    else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
   }
   set_num_threads(threads);
-  const fs::path root = fs::temp_directory_path() / ("fela_bench_compare_" + std::to_string(getpid()));
+  const fs::path root =
+      fs::temp_directory_path() / ("fela_bench_compare_" + std::to_string(getpid()));
   fs::remove_all(root);
   PrepareOptions po;
   po.inputs = {find_corpus()};
@@ -63,10 +66,11 @@ int main(int argc, char** argv) {
       {"transformer (AAAA)", {"pattern=\"AAAA\""}},
   };
   const int64_t B = 16, N = 128;
-  std::printf("Models: d 64, 4 layers, 4 heads, bytes vocabulary; %lld steps x %lld x %lld = "
-              "%lld tokens each; %u hardware threads\n\n",
-              (long long)steps, (long long)B, (long long)N, (long long)(steps * B * N),
-              std::thread::hardware_concurrency());
+  std::printf(
+      "Models: d 64, 4 layers, 4 heads, bytes vocabulary; %lld steps x %lld x %lld = "
+      "%lld tokens each; %u hardware threads\n\n",
+      (long long)steps, (long long)B, (long long)N, (long long)(steps * B * N),
+      std::thread::hardware_concurrency());
   std::printf("| model | params | val loss | val bpb | train tok/s |\n|---|---|---|---|---|\n");
   int k = 0;
   for (const Model& m : models) {

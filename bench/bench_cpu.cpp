@@ -5,6 +5,8 @@
 // warm-up; "of sgemm" is 6 x params x tokens/s divided by the sgemm FLOP/s measured here on a
 // 2048^3 product (OpenBLAS, same threads). Generation tokens/s is the recurrent step (B = 1)
 // after a 64-token prefill.
+#include <cblas.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -12,8 +14,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <cblas.h>
 
 extern "C" char* openblas_get_corename(void);
 
@@ -94,8 +94,10 @@ int main(int argc, char** argv) {
   int threads = 0;
   bool quick = false;
   for (int i = 1; i < argc; ++i) {
-    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--threads") && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--quick"))
+      quick = true;
   }
   set_num_threads(threads);
   const double peak = sgemm_flops(quick ? 2 : 5);
@@ -105,10 +107,13 @@ int main(int argc, char** argv) {
                        load_config("tiny", {"name=\"fela-10m\"", "d_model=384", "n_layers=6",
                                             "n_heads=6", "taps=128"}),
                        8, 256, quick ? 2 : 6));
-  std::printf("CPU: %u hardware threads, fela threads %d, OpenBLAS kernels %s; sgemm 2048^3: "
-              "%.1f GFLOP/s\n\n", std::thread::hardware_concurrency(), num_threads(),
-              openblas_get_corename(), peak / 1e9);
-  std::printf("| model | params | batch x seq | train tok/s | 6*P*tok/s GFLOP/s | of sgemm | generate tok/s |\n");
+  std::printf(
+      "CPU: %u hardware threads, fela threads %d, OpenBLAS kernels %s; sgemm 2048^3: "
+      "%.1f GFLOP/s\n\n",
+      std::thread::hardware_concurrency(), num_threads(), openblas_get_corename(), peak / 1e9);
+  std::printf(
+      "| model | params | batch x seq | train tok/s | 6*P*tok/s GFLOP/s | of sgemm | generate "
+      "tok/s |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   for (const Row& r : rows) {
     const double f = 6.0 * double(r.params) * r.train_tps;

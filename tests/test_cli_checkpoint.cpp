@@ -4,7 +4,6 @@
 
 #include <filesystem>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "fela/io/atomic_file.h"
@@ -43,8 +42,9 @@ void expect_cli_error(const std::string& dir, const std::string& what) {
 }
 
 // Rewrites model.safetensors of dir with one tensor changed by `edit`.
-void rewrite_model(const std::string& dir,
-                   const std::function<void(std::vector<io::TensorRef>&, std::vector<Array>&)>& edit) {
+void rewrite_model(
+    const std::string& dir,
+    const std::function<void(std::vector<io::TensorRef>&, std::vector<Array>&)>& edit) {
   io::SafetensorsReader r(dir + "/model.safetensors");
   std::vector<Array> store;
   std::vector<io::TensorRef> refs;
@@ -75,10 +75,10 @@ TEST(Checkpoint, RoundTripIsBitExact) {
 TEST(Checkpoint, UsesSpecNamesAndConfigFields) {
   const std::string dir = saved_tiny("names");
   io::SafetensorsReader r(dir + "/model.safetensors");
-  for (const char* name : {"embed.weight", "final_norm.weight", "layers.0.mix_norm.weight",
-                           "layers.0.fno.w_u", "layers.0.fno.k_re", "layers.0.fno.k_im",
-                           "layers.0.fno.skip", "layers.3.gla.w_a1", "layers.3.gla.g_o",
-                           "layers.3.gla.b_a", "layers.2.mlp.w_down"})
+  for (const char* name :
+       {"embed.weight", "final_norm.weight", "layers.0.mix_norm.weight", "layers.0.fno.w_u",
+        "layers.0.fno.k_re", "layers.0.fno.k_im", "layers.0.fno.skip", "layers.3.gla.w_a1",
+        "layers.3.gla.g_o", "layers.3.gla.b_a", "layers.2.mlp.w_down"})
     EXPECT_TRUE(r.contains(name)) << name;
   EXPECT_EQ(r.shape("layers.0.fno.k_re"), (Shape{64, 17}));
   EXPECT_EQ(r.shape("layers.3.gla.w_a2"), (Shape{16, 32}));
@@ -86,10 +86,11 @@ TEST(Checkpoint, UsesSpecNamesAndConfigFields) {
   EXPECT_EQ(r.dtype("embed.weight"), DType::F32);
   EXPECT_FALSE(r.contains("lm_head.w_out"));
   const auto j = nlohmann::json::parse(io::read_file(dir + "/config.json"));
-  for (const char* f : {"name", "vocab", "d_model", "n_layers", "n_heads", "pattern", "taps",
-                        "modes", "expand_k", "expand_v", "gate_rank", "gate_normalizer", "chunk",
-                        "n_kv_heads", "rope_theta", "mlp_hidden", "norm_eps", "tie_embeddings",
-                        "init_std", "format_version"})
+  for (const char* f :
+       {"name",     "vocab",         "d_model",    "n_layers",   "n_heads",   "pattern",
+        "taps",     "modes",         "expand_k",   "expand_v",   "gate_rank", "gate_normalizer",
+        "chunk",    "n_kv_heads",    "rope_theta", "mlp_hidden", "norm_eps",  "tie_embeddings",
+        "init_std", "format_version"})
     EXPECT_TRUE(j.contains(f)) << f;
 }
 

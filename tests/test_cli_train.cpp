@@ -5,9 +5,8 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "fela/io/atomic_file.h"
 #include "fela/model/checkpoint.h"
@@ -39,8 +38,8 @@ class Pipeline : public ::testing::Test {
     for (int i = 0; i < 60; ++i)
       text += "To be, or not to be, that is the question " + std::to_string(i) + ".\n";
     std::ofstream(*root_ + "/corpus.txt") << text;
-    const RunResult r = run_fela("prepare --vocab bytes --val-fraction 0.2 --out " + data() +
-                                 " " + *root_ + "/corpus.txt");
+    const RunResult r = run_fela("prepare --vocab bytes --val-fraction 0.2 --out " + data() + " " +
+                                 *root_ + "/corpus.txt");
     ASSERT_EQ(r.status, 0) << r.err;
   }
   static std::string data() { return *root_ + "/data"; }
@@ -59,7 +58,8 @@ std::string* Pipeline::root_ = nullptr;
 
 TEST_F(Pipeline, TrainWritesMetricsAndCheckpoint) {
   const std::string out = run_dir("basic");
-  const RunResult r = run_fela("train --data " + data() + " --out " + out + " --steps 6" + kTrainFlags);
+  const RunResult r =
+      run_fela("train --data " + data() + " --out " + out + " --steps 6" + kTrainFlags);
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("val bpb"), std::string::npos);
   const auto rows = metrics(out);
@@ -81,7 +81,8 @@ TEST_F(Pipeline, TrainWritesMetricsAndCheckpoint) {
   EXPECT_TRUE(checkpoint_has_training_state(out + "/checkpoint"));
   // a second run into the same directory without --resume is refused, nothing overwritten
   const auto before = io::read_file(out + "/metrics.jsonl");
-  const RunResult again = run_fela("train --data " + data() + " --out " + out + " --steps 6" + kTrainFlags);
+  const RunResult again =
+      run_fela("train --data " + data() + " --out " + out + " --steps 6" + kTrainFlags);
   EXPECT_NE(again.status, 0);
   EXPECT_NE(again.err.find("--resume"), std::string::npos);
   EXPECT_EQ(io::read_file(out + "/metrics.jsonl"), before);
@@ -92,7 +93,8 @@ TEST_F(Pipeline, TrainWritesMetricsAndCheckpoint) {
 void expect_resume_exact(const std::string& data, const std::string& full, const std::string& split,
                          const std::string& flags) {
   ASSERT_EQ(run_fela("train --data " + data + " --out " + full + " --steps 8" + flags).status, 0);
-  RunResult r = run_fela("train --data " + data + " --out " + split + " --steps 8 --stop-at 4" + flags);
+  RunResult r =
+      run_fela("train --data " + data + " --out " + split + " --steps 8 --stop-at 4" + flags);
   ASSERT_EQ(r.status, 0) << r.err;
   r = run_fela("train --data " + data + " --out " + split + " --steps 8 --resume" + flags);
   ASSERT_EQ(r.status, 0) << r.err;
@@ -119,33 +121,41 @@ TEST_F(Pipeline, ResumeIsExact) {
 
 TEST_F(Pipeline, ResumeIsExactWithDropoutAndEverySwitch) {
   expect_resume_exact(data(), run_dir("full_fan"), run_dir("split_fan"),
-                      kTrainFlags + " --set pattern=\\\"ASLA\\\" --set n_kv_heads=2 --set fan_p=0.15"
-                      " --set cola_rank=16 --set hybrid_norm=true --set gated_residual=true"
-                      " --set dropout=0.2");
+                      kTrainFlags +
+                          " --set pattern=\\\"ASLA\\\" --set n_kv_heads=2 --set fan_p=0.15"
+                          " --set cola_rank=16 --set hybrid_norm=true --set gated_residual=true"
+                          " --set dropout=0.2");
 }
 
 TEST_F(Pipeline, InterruptSavesAndResumes) {
   const std::string out = run_dir("sigint");
   // start a long run, interrupt it once it has logged a step, expect a clean stop and a checkpoint
-  const std::string script =
-      std::string(FELA_BINARY) + " train --data " + data() + " --out " + out +
-      " --steps 100000 --save-every 0" + kTrainFlags + " >/dev/null 2>" + out + ".err & pid=$!; "
-      "for i in $(seq 1 600); do [ -s " + out + "/metrics.jsonl ] && break; sleep 0.05; done; "
-      "kill -INT $pid; wait $pid; echo $? > " + out + ".rc";
+  const std::string script = std::string(FELA_BINARY) + " train --data " + data() + " --out " +
+                             out + " --steps 100000 --save-every 0" + kTrainFlags +
+                             " >/dev/null 2>" + out +
+                             ".err & pid=$!; "
+                             "for i in $(seq 1 600); do [ -s " +
+                             out +
+                             "/metrics.jsonl ] && break; sleep 0.05; done; "
+                             "kill -INT $pid; wait $pid; echo $? > " +
+                             out + ".rc";
   ASSERT_EQ(std::system(("bash -c '" + script + "'").c_str()), 0);
   EXPECT_EQ(io::read_file(out + ".rc"), "130\n") << io::read_file(out + ".err");
   EXPECT_NE(io::read_file(out + ".err").find("--resume"), std::string::npos);
   EXPECT_TRUE(checkpoint_has_training_state(out + "/checkpoint"));
-  const RunResult r = run_fela("train --data " + data() + " --out " + out + " --steps 3 --resume" + kTrainFlags);
+  const RunResult r =
+      run_fela("train --data " + data() + " --out " + out + " --steps 3 --resume" + kTrainFlags);
   EXPECT_EQ(r.status, 0) << r.err;
 }
 
 TEST_F(Pipeline, EvalOfShortTextIsThePlainMeanLoss) {
   const std::string out = run_dir("eval");
-  ASSERT_EQ(run_fela("train --data " + data() + " --out " + out + " --steps 2" + kTrainFlags).status, 0);
+  ASSERT_EQ(
+      run_fela("train --data " + data() + " --out " + out + " --steps 2" + kTrainFlags).status, 0);
   const std::string text = "To be, or not";
   std::ofstream(*root_ + "/short.txt") << text;
-  const RunResult r = run_fela("eval --checkpoint " + out + " --text " + *root_ + "/short.txt --context 64");
+  const RunResult r =
+      run_fela("eval --checkpoint " + out + " --text " + *root_ + "/short.txt --context 64");
   ASSERT_EQ(r.status, 0) << r.err;
   const json j = json::parse(r.out);
   EXPECT_EQ(j["tokens"].get<int64_t>(), int64_t(text.size()));
@@ -161,7 +171,8 @@ TEST_F(Pipeline, EvalOfShortTextIsThePlainMeanLoss) {
   EXPECT_NEAR(j["bpb"].get<double>(), loss / std::log(2.0), 1e-6);
   EXPECT_NEAR(j["perplexity"].get<double>(), std::exp(loss), 1e-4);
   // windows shorter than the text give the same token count
-  const RunResult w = run_fela("eval --checkpoint " + out + " --text " + *root_ + "/short.txt --context 4");
+  const RunResult w =
+      run_fela("eval --checkpoint " + out + " --text " + *root_ + "/short.txt --context 4");
   ASSERT_EQ(w.status, 0) << w.err;
   EXPECT_EQ(json::parse(w.out)["windows"].get<int64_t>(), 4);
   EXPECT_EQ(json::parse(w.out)["tokens"].get<int64_t>(), int64_t(text.size()));
@@ -172,20 +183,27 @@ TEST_F(Pipeline, EvalOfShortTextIsThePlainMeanLoss) {
 
 TEST_F(Pipeline, GenerateStreamsAndReportsSpeed) {
   const std::string out = run_dir("gen");
-  ASSERT_EQ(run_fela("train --data " + data() + " --out " + out + " --steps 2" + kTrainFlags).status, 0);
-  RunResult r = run_fela("generate --checkpoint " + out + " --prompt 'To be' --max-tokens 20 --min-length 20 --seed 3");
+  ASSERT_EQ(
+      run_fela("train --data " + data() + " --out " + out + " --steps 2" + kTrainFlags).status, 0);
+  RunResult r = run_fela("generate --checkpoint " + out +
+                         " --prompt 'To be' --max-tokens 20 --min-length 20 --seed 3");
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out.rfind("To be", 0), 0u);
   EXPECT_GE(r.out.size(), 5u + 20u);
   EXPECT_NE(r.err.find("tok/s"), std::string::npos);
   // same seed, same text
-  EXPECT_EQ(run_fela("generate --checkpoint " + out + " --prompt 'To be' --max-tokens 20 --min-length 20 --seed 3").out, r.out);
+  EXPECT_EQ(run_fela("generate --checkpoint " + out +
+                     " --prompt 'To be' --max-tokens 20 --min-length 20 --seed 3")
+                .out,
+            r.out);
   // invalid UTF-8 in the prompt is fine for a byte-level model
-  r = run_fela("generate --checkpoint " + out + " --prompt \"$(printf '\\377\\376')\" --max-tokens 3");
+  r = run_fela("generate --checkpoint " + out +
+               " --prompt \"$(printf '\\377\\376')\" --max-tokens 3");
   EXPECT_EQ(r.status, 0) << r.err;
   // a prompt of 100,000 tokens: FELA has no context limit
   std::ofstream(*root_ + "/long.txt") << std::string(100000, 'a');
-  r = run_fela("generate --checkpoint " + out + " --prompt-file " + *root_ + "/long.txt --max-tokens 5");
+  r = run_fela("generate --checkpoint " + out + " --prompt-file " + *root_ +
+               "/long.txt --max-tokens 5");
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.err.find("prompt: 100001 tokens"), std::string::npos) << r.err;
 }
@@ -196,7 +214,8 @@ TEST_F(Pipeline, BadInputsGiveOneLineAndNonZeroExit) {
       {"train --data " + data() + " --out " + out + " --seq 0", "--seq"},
       {"train --data " + data() + " --out " + out + " --lr -1", "--lr"},
       {"train --data " + *root_ + "/nowhere --out " + out, "nowhere"},
-      {"train --data " + data() + " --out " + out + " --config tiny --set vocab=\\\"gpt2\\\"", "vocabulary"},
+      {"train --data " + data() + " --out " + out + " --config tiny --set vocab=\\\"gpt2\\\"",
+       "vocabulary"},
       {"generate --checkpoint " + out + "-none --prompt x", "checkpoint"},
   };
   for (const auto& [args, needle] : cases) {
@@ -207,7 +226,8 @@ TEST_F(Pipeline, BadInputsGiveOneLineAndNonZeroExit) {
   }
   EXPECT_FALSE(fs::exists(out + "/checkpoint"));
   const std::string good = run_dir("bad_ok");
-  ASSERT_EQ(run_fela("train --data " + data() + " --out " + good + " --steps 1" + kTrainFlags).status, 0);
+  ASSERT_EQ(
+      run_fela("train --data " + data() + " --out " + good + " --steps 1" + kTrainFlags).status, 0);
   RunResult r = run_fela("generate --checkpoint " + good + " --prompt x --top-p 1.5");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.err.find("top-p"), std::string::npos);
@@ -226,7 +246,8 @@ TEST_F(Pipeline, DamagedShardsAreRefused) {
       fs::resize_file(shard, fs::file_size(shard) - 3);
     }
     const std::string out = run_dir("damaged_run_" + damage);
-    const RunResult r = run_fela("train --data " + copy + " --out " + out + " --steps 1" + kTrainFlags);
+    const RunResult r =
+        run_fela("train --data " + copy + " --out " + out + " --steps 1" + kTrainFlags);
     EXPECT_NE(r.status, 0) << damage;
     EXPECT_EQ(line_count(r.err), 1) << r.err;
     EXPECT_NE(r.err.find("train_000.bin"), std::string::npos) << r.err;

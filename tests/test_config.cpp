@@ -53,7 +53,9 @@ TEST(Config, RefusesBadInputNamingTheField) {
             std::string::npos);
   EXPECT_NE(error_of([] { load_config(write_temp("{\"d_model\": 64,")); }).find("not valid JSON"),
             std::string::npos);
-  EXPECT_NE(error_of([] { load_config("tiny", {"d_model=100", "n_heads=3"}); }).find("d_model"),
+  EXPECT_NE(error_of([] {
+              load_config("tiny", {"d_model=100", "n_heads=3"});
+            }).find("d_model"),
             std::string::npos);
   EXPECT_NE(error_of([] { load_config("tiny", {"taps=0"}); }).find("taps"), std::string::npos);
   EXPECT_NE(error_of([] { load_config("tiny", {"pattern=\"SXL\""}); }).find("pattern"),

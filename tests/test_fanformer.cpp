@@ -18,13 +18,12 @@ namespace {
 // tiny-sized, every §8 switch on, all three mixer kinds (attention twice: layer 0 pre-norm,
 // layer 3 QKV-norm), GQA.
 Config all_switches(const std::string& pattern = "ASLA", double dropout = 0.1) {
-  return load_config("tiny", {"d_model=16", "n_heads=4", "n_kv_heads=2", "pattern=\"" + pattern + "\"",
-                              "n_layers=4", "taps=8", "chunk=4", "mlp_hidden=24", "gate_rank=3",
-                              "fan_p=0.15", "cola_rank=4", "hybrid_norm=true",
-                              "gated_residual=true", "dropout=" + std::to_string(dropout),
-                              "init_std=0.3"});
+  return load_config(
+      "tiny", {"d_model=16", "n_heads=4", "n_kv_heads=2", "pattern=\"" + pattern + "\"",
+               "n_layers=4", "taps=8", "chunk=4", "mlp_hidden=24", "gate_rank=3", "fan_p=0.15",
+               "cola_rank=4", "hybrid_norm=true", "gated_residual=true",
+               "dropout=" + std::to_string(dropout), "init_std=0.3"});
 }
-
 
 }  // namespace
 
@@ -38,7 +37,8 @@ TEST(FanformerConfig, NamedConfigAndParameterCount) {
   // 2 * (512*128 + 128*2048) + (2048*128 + 128*512), gates 2*512, norms: layer 0 mix + mlp
   // (2*512), layers 1..11 QKV-norm (768 + 384 + 384) + mlp 512; embedding 50257*512, final 512.
   const int64_t fan = 512 * 76 + 512 * 360;
-  const int64_t attn = (512 * 128 + 128 * 768) + 2 * (512 * 128 + 128 * 384) + (768 * 128 + 128 * 512);
+  const int64_t attn =
+      (512 * 128 + 128 * 768) + 2 * (512 * 128 + 128 * 384) + (768 * 128 + 128 * 512);
   const int64_t mlp = 2 * (512 * 128 + 128 * 2048) + (2048 * 128 + 128 * 512);
   const int64_t per_layer = fan + attn + mlp + 2 * 512;
   const int64_t norms = 2 * 512 + 11 * (768 + 384 + 384 + 512) + 512;
@@ -53,10 +53,14 @@ TEST(FanformerConfig, RefusesBadSwitchValues) {
   EXPECT_NE(error_of([] { load_config("tiny", {"fan_p=-0.1"}); }).find("fan_p"), std::string::npos);
   EXPECT_NE(error_of([] { load_config("tiny", {"cola_rank=300"}); }).find("cola_rank"),
             std::string::npos);
-  EXPECT_NE(error_of([] { load_config("tiny", {"pattern=\"A\"", "n_kv_heads=3"}); }).find("n_kv_heads"),
+  EXPECT_NE(error_of([] {
+              load_config("tiny", {"pattern=\"A\"", "n_kv_heads=3"});
+            }).find("n_kv_heads"),
             std::string::npos);
-  EXPECT_NE(error_of([] { load_config("tiny", {"dropout=1"}); }).find("dropout"), std::string::npos);
-  EXPECT_NE(error_of([] { load_config("tiny", {"dropout=-0.5"}); }).find("dropout"), std::string::npos);
+  EXPECT_NE(error_of([] { load_config("tiny", {"dropout=1"}); }).find("dropout"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { load_config("tiny", {"dropout=-0.5"}); }).find("dropout"),
+            std::string::npos);
   EXPECT_NO_THROW(load_config("tiny", {"cola_rank=64"}));
 }
 
@@ -120,6 +124,7 @@ TEST(FanformerCheckpoint, RoundTripsWithSwitches) {
   EXPECT_EQ(std::memcmp(loaded->params().raw(), m.params().raw(), m.params().bytes()), 0);
   // FELA configurations keep SPEC §9's field list: no §8 switch is written when off
   const auto j = named_config("fela-small").to_json();
-  for (const char* f : {"fan_p", "cola_rank", "hybrid_norm", "gated_residual", "dropout", "head_dim"})
+  for (const char* f :
+       {"fan_p", "cola_rank", "hybrid_norm", "gated_residual", "dropout", "head_dim"})
     EXPECT_FALSE(j.contains(f)) << f;
 }

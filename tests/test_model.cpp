@@ -45,8 +45,8 @@ bool matches_stated(int64_t n, const std::string& stated) {
 }
 
 Config small_config(const std::string& pattern, int64_t taps = 8) {
-  return load_config("tiny", {"d_model=16", "n_heads=2", "n_layers=" +
-                              std::to_string(std::max<size_t>(pattern.size(), 2)),
+  return load_config("tiny", {"d_model=16", "n_heads=2",
+                              "n_layers=" + std::to_string(std::max<size_t>(pattern.size(), 2)),
                               "pattern=\"" + pattern + "\"", "taps=" + std::to_string(taps),
                               "chunk=4", "mlp_hidden=24", "gate_rank=3", "init_std=0.3"});
 }
@@ -54,9 +54,11 @@ Config small_config(const std::string& pattern, int64_t taps = 8) {
 }  // namespace
 
 TEST(ModelParams, NamedConfigsMatchSpec) {
-  const std::pair<const char*, const char*> expected[] = {
-      {"tiny", "0.275M"},        {"fela-small", "121.9M"},        {"fela-byte", "125.0M"},
-      {"fela-1b", "1.280B"},     {"transformer-small", "123.5M"}};
+  const std::pair<const char*, const char*> expected[] = {{"tiny", "0.275M"},
+                                                          {"fela-small", "121.9M"},
+                                                          {"fela-byte", "125.0M"},
+                                                          {"fela-1b", "1.280B"},
+                                                          {"transformer-small", "123.5M"}};
   for (auto [name, approx] : expected) {
     const Config c = named_config(name);
     ParamTable t(c);
@@ -140,7 +142,8 @@ TEST(ModelGradients, TinyMatchesFiniteDifferences) {
 }
 
 TEST(ModelGradients, EveryMixerKind) {
-  for (const char* pattern : {"SL", "A", "SLA"}) check_model_gradients(small_config(pattern), 2, 11, 4);
+  for (const char* pattern : {"SL", "A", "SLA"})
+    check_model_gradients(small_config(pattern), 2, 11, 4);
 }
 
 TEST(ModelGradients, UntiedHead) {
@@ -156,7 +159,8 @@ TEST(Model, FastMatchesReference) {
   ref.init(9);
   Rng rng(1);
   const int64_t B = 2, N = 13;
-  Array tok = random_tokens(B * N, c.vocab_size(), rng), tgt = random_tokens(B * N, c.vocab_size(), rng);
+  Array tok = random_tokens(B * N, c.vocab_size(), rng),
+        tgt = random_tokens(B * N, c.vocab_size(), rng);
   double l[2];
   Model* ms[2] = {&fast, &ref};
   for (int k = 0; k < 2; ++k) {
@@ -185,8 +189,8 @@ class Generation : public ::testing::TestWithParam<std::string> {};
 TEST_P(Generation, PrefillThenStepsMatchesParallelForward) {
   // float32, N well past M, chunk not dividing N; prefill of 1 token, of 23 tokens in one
   // chunk, and of 23 tokens in chunks of 5 (continuing a state mid-sequence)
-  Config c = load_config("tiny", {"pattern=\"" + GetParam() + "\"", "taps=16", "chunk=8",
-                                  "init_std=0.1"});
+  Config c =
+      load_config("tiny", {"pattern=\"" + GetParam() + "\"", "taps=16", "chunk=8", "init_std=0.1"});
   Model m(c, DType::F32);
   m.init(4);
   for (auto [P, chunk] : {std::pair<int64_t, int64_t>{1, 2048}, {23, 2048}, {23, 5}})

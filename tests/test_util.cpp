@@ -18,8 +18,10 @@ Array random_array(DType dt, Shape s, Rng& rng, double scale) {
   Array a = Array::empty(dt, s);
   for (int64_t i = 0; i < a.numel(); ++i) {
     const double v = rng.normal() * scale;
-    if (dt == DType::F32) a.data<float>()[i] = float(v);
-    else a.data<double>()[i] = v;
+    if (dt == DType::F32)
+      a.data<float>()[i] = float(v);
+    else
+      a.data<double>()[i] = v;
   }
   return a;
 }
@@ -28,10 +30,17 @@ std::vector<double> to_doubles(const Tensor& t) {
   std::vector<double> v(t.numel());
   for (int64_t i = 0; i < t.numel(); ++i) {
     switch (t.dtype()) {
-      case DType::F32: v[i] = t.data<float>()[i]; break;
-      case DType::F64: v[i] = t.data<double>()[i]; break;
-      case DType::I32: v[i] = t.data<int32_t>()[i]; break;
-      default: fail("[test] unsupported dtype");
+      case DType::F32:
+        v[i] = t.data<float>()[i];
+        break;
+      case DType::F64:
+        v[i] = t.data<double>()[i];
+        break;
+      case DType::I32:
+        v[i] = t.data<int32_t>()[i];
+        break;
+      default:
+        fail("[test] unsupported dtype");
     }
   }
   return v;
@@ -192,9 +201,8 @@ TempDirs& temp_dirs() {
 std::string temp_dir(const std::string& tag) {
   namespace fs = std::filesystem;
   static int counter = 0;
-  fs::path p = fs::temp_directory_path() /
-               ("fela_test_" + tag + "_" + std::to_string(getpid()) + "_" +
-                std::to_string(counter++));
+  fs::path p = fs::temp_directory_path() / ("fela_test_" + tag + "_" + std::to_string(getpid()) +
+                                            "_" + std::to_string(counter++));
   fs::remove_all(p);
   fs::create_directories(p);
   temp_dirs().paths.push_back(p.string());
@@ -205,8 +213,8 @@ RunResult run_fela(const std::string& args, const std::string& stdin_text) {
   const std::string dir = temp_dir("run");
   const std::string in = dir + "/stdin", out = dir + "/stdout", err = dir + "/stderr";
   std::ofstream(in, std::ios::binary) << stdin_text;
-  const std::string cmd = std::string(FELA_BINARY) + " " + args + " <" + in + " >" + out +
-                          " 2>" + err;
+  const std::string cmd =
+      std::string(FELA_BINARY) + " " + args + " <" + in + " >" + out + " 2>" + err;
   const int rc = std::system(cmd.c_str());
   RunResult r;
   r.status = WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);

@@ -41,8 +41,8 @@ Array random_tokens(int64_t n, int64_t V, Rng& rng);
 // Whole-model finite-difference check of an initialised model on random tokens [B, N] (one
 // target ignored): for every parameter tensor, the norm-wise relative error over per_tensor
 // sampled entries (double models).
-std::vector<std::pair<std::string, double>> model_gradient_errors(Model& m, int64_t B,
-                                                                  int64_t N, int64_t per_tensor);
+std::vector<std::pair<std::string, double>> model_gradient_errors(Model& m, int64_t B, int64_t N,
+                                                                  int64_t per_tensor);
 // Max |logits| difference between prefill(P tokens, in chunks of prefill_chunk) + one step per
 // remaining token and a parallel forward over all N tokens, over positions P-1 .. N-1.
 double generation_gap(Model& m, int64_t B, int64_t N, int64_t P, int64_t prefill_chunk);

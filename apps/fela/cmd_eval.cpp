@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstdio>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
@@ -118,7 +117,8 @@ void register_eval(CLI::App& app) {
       "end-of-text token prepended (no <bos>: training never shows one; end-of-text precedes "
       "every document), then cut into windows of --context tokens, each scored from a fresh "
       "state; a text shorter than the context is one window.");
-  cmd->add_option("--checkpoint", a->checkpoint, "Checkpoint or training run directory")->required();
+  cmd->add_option("--checkpoint", a->checkpoint, "Checkpoint or training run directory")
+      ->required();
   auto* text = cmd->add_option("--text", a->text, "UTF-8 text file to score ('-' = stdin)");
   auto* data = cmd->add_option("--data", a->data, "Directory written by 'fela prepare'");
   text->excludes(data);

@@ -73,26 +73,32 @@ void run_generate(const GenerateArgs& a) {
   const double t_gen = seconds_since(t0);
   std::fputc('\n', stdout);
   std::fflush(stdout);
-  std::fprintf(stderr, "prompt: %zu tokens in %.3f s (%.1f tok/s); generated: %lld tokens in %.3f s (%.1f tok/s)\n",
-               ids.size(), t_prompt, double(ids.size()) / std::max(t_prompt, 1e-9), (long long)n,
-               t_gen, double(n) / std::max(t_gen, 1e-9));
+  std::fprintf(
+      stderr,
+      "prompt: %zu tokens in %.3f s (%.1f tok/s); generated: %lld tokens in %.3f s (%.1f tok/s)\n",
+      ids.size(), t_prompt, double(ids.size()) / std::max(t_prompt, 1e-9), (long long)n, t_gen,
+      double(n) / std::max(t_gen, 1e-9));
 }
 }  // namespace
 
 void register_generate(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
-  CLI::App* cmd = app.add_subcommand("generate", "Generate text from a checkpoint (streams to stdout)");
-  cmd->add_option("--checkpoint", a->checkpoint, "Checkpoint or training run directory")->required();
+  CLI::App* cmd =
+      app.add_subcommand("generate", "Generate text from a checkpoint (streams to stdout)");
+  cmd->add_option("--checkpoint", a->checkpoint, "Checkpoint or training run directory")
+      ->required();
   cmd->add_option("--prompt", a->prompt, "Prompt text (the end-of-text token is prepended)");
   cmd->add_option("--prompt-file", a->prompt_file, "Read the prompt from a file ('-' = stdin)");
-  cmd->add_option("--max-tokens", a->max_tokens, "Tokens to generate at most")->capture_default_str();
+  cmd->add_option("--max-tokens", a->max_tokens, "Tokens to generate at most")
+      ->capture_default_str();
   cmd->add_option("--min-length", a->min_length, "Tokens before end-of-text may end the text")
       ->capture_default_str();
   cmd->add_option("--temperature", a->sampler.temperature, "Sampling temperature (0 = greedy)")
       ->capture_default_str();
   cmd->add_option("--top-k", a->sampler.top_k, "Sample among the k most likely (0 = all)")
       ->capture_default_str();
-  cmd->add_option("--top-p", a->sampler.top_p, "Nucleus sampling mass in (0, 1]")->capture_default_str();
+  cmd->add_option("--top-p", a->sampler.top_p, "Nucleus sampling mass in (0, 1]")
+      ->capture_default_str();
   cmd->add_option("--seed", a->seed, "Random seed")->capture_default_str();
   cmd->add_option("--stop", a->stop, "Stop once this text has been generated");
   add_threads_option(cmd, a->threads);

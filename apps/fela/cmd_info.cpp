@@ -23,7 +23,8 @@ struct InfoArgs {
 
 void register_info(CLI::App& app) {
   auto args = std::make_shared<InfoArgs>();
-  CLI::App* cmd = app.add_subcommand("info", "Describe a model configuration or checkpoint as JSON");
+  CLI::App* cmd =
+      app.add_subcommand("info", "Describe a model configuration or checkpoint as JSON");
   auto* cfg = cmd->add_option("--config", args->config,
                               "Named configuration (tiny, fela-small, fela-byte, fela-1b, "
                               "transformer-small, transformer-1b) or a JSON file");

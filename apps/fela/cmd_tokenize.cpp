@@ -1,7 +1,6 @@
 // fela tokenize: UTF-8 text on stdin -> JSON array of ids on stdout; --decode the reverse.
 #include <cstdio>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"

@@ -41,7 +41,8 @@ void register_train(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--stop-at", o->stop_at, "End after this step as an interruption would")
       ->capture_default_str();
-  cmd->add_option("--seed", o->seed, "Seed for initialisation and data order")->capture_default_str();
+  cmd->add_option("--seed", o->seed, "Seed for initialisation and data order")
+      ->capture_default_str();
   cmd->add_flag("--resume", o->resume, "Continue the run in --out from its checkpoint");
   cmd->add_flag("!--no-progress", o->progress, "No progress bar");
   add_threads_option(cmd, o->threads);
@@ -49,8 +50,10 @@ void register_train(CLI::App& app) {
     install_stop_handlers();
     const TrainResult r = train(*o);
     if (r.interrupted) {
-      std::fprintf(stderr, "interrupted at step %lld: checkpoint saved in %s/checkpoint; "
-                   "continue with --resume\n", (long long)r.step, o->out.c_str());
+      std::fprintf(stderr,
+                   "interrupted at step %lld: checkpoint saved in %s/checkpoint; "
+                   "continue with --resume\n",
+                   (long long)r.step, o->out.c_str());
       std::exit(130);
     }
   });

@@ -24,9 +24,12 @@ void select_blas_kernels(char** argv) {
   const char* core = openblas_get_corename();
   if (!core || (std::strcmp(core, "Prescott") != 0 && std::strcmp(core, "Core2") != 0)) return;
   const char* want = nullptr;
-  if (__builtin_cpu_supports("avx512bf16")) want = "Cooperlake";
-  else if (__builtin_cpu_supports("avx512f")) want = "SkylakeX";
-  else if (__builtin_cpu_supports("avx2")) want = "Haswell";
+  if (__builtin_cpu_supports("avx512bf16"))
+    want = "Cooperlake";
+  else if (__builtin_cpu_supports("avx512f"))
+    want = "SkylakeX";
+  else if (__builtin_cpu_supports("avx2"))
+    want = "Haswell";
   if (!want) return;
   setenv("OPENBLAS_CORETYPE", want, 1);
   execv("/proc/self/exe", argv);  // returns only on failure: keep going with the slow kernels

@@ -10,8 +10,8 @@ namespace fela {
 
 struct SamplerOptions {
   double temperature = 0.8;
-  int64_t top_k = 0;    // 0: no limit
-  double top_p = 1.0;   // (0, 1]
+  int64_t top_k = 0;   // 0: no limit
+  double top_p = 1.0;  // (0, 1]
 };
 
 // Throws fela::Error naming the option when a value is out of range.

@@ -4,10 +4,9 @@
 // checkpoint, never a half-written one. Loads check every tensor's presence, dtype and shape.
 #pragma once
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "fela/io/safetensors.h"
 #include "fela/model/model.h"

@@ -23,7 +23,8 @@ bool Config::has_mixer(char kind) const {
 
 void Config::resolve() {
   auto need = [](bool ok, const auto&... msg) { FELA_CHECK(ok, "[config] ", msg...); };
-  need(vocab == "bytes" || vocab == "gpt2", "vocab '", vocab, "' is unknown (expected bytes or gpt2)");
+  need(vocab == "bytes" || vocab == "gpt2", "vocab '", vocab,
+       "' is unknown (expected bytes or gpt2)");
   need(d_model >= 1, "d_model must be positive, got ", d_model);
   need(n_layers >= 1, "n_layers must be positive, got ", n_layers);
   need(n_heads >= 1, "n_heads must be positive, got ", n_heads);
@@ -75,25 +76,25 @@ void Config::resolve() {
 
 json Config::to_json() const {
   json j{{"name", name},
-              {"vocab", vocab},
-              {"d_model", d_model},
-              {"n_layers", n_layers},
-              {"n_heads", n_heads},
-              {"pattern", pattern},
-              {"taps", taps},
-              {"modes", modes},
-              {"expand_k", expand_k},
-              {"expand_v", expand_v},
-              {"gate_rank", gate_rank},
-              {"gate_normalizer", gate_normalizer},
-              {"chunk", chunk},
-              {"n_kv_heads", n_kv_heads},
-              {"rope_theta", rope_theta},
-              {"mlp_hidden", mlp_hidden},
-              {"norm_eps", norm_eps},
-              {"tie_embeddings", tie_embeddings},
-              {"init_std", init_std},
-              {"format_version", format_version}};
+         {"vocab", vocab},
+         {"d_model", d_model},
+         {"n_layers", n_layers},
+         {"n_heads", n_heads},
+         {"pattern", pattern},
+         {"taps", taps},
+         {"modes", modes},
+         {"expand_k", expand_k},
+         {"expand_v", expand_v},
+         {"gate_rank", gate_rank},
+         {"gate_normalizer", gate_normalizer},
+         {"chunk", chunk},
+         {"n_kv_heads", n_kv_heads},
+         {"rope_theta", rope_theta},
+         {"mlp_hidden", mlp_hidden},
+         {"norm_eps", norm_eps},
+         {"tie_embeddings", tie_embeddings},
+         {"init_std", init_std},
+         {"format_version", format_version}};
   // Fields beyond SPEC §9's list are written only when used, so FELA checkpoints keep §9's set.
   if (head_dim) j["head_dim"] = head_dim;
   if (fan_p) j["fan_p"] = fan_p;
@@ -167,8 +168,8 @@ void Config::apply_json(const json& j) {
 }
 
 std::vector<std::string> named_config_names() {
-  return {"tiny",           "fela-small",     "fela-byte",      "fela-1b",
-          "transformer-small", "transformer-1b", "fanformer-small"};
+  return {"tiny",           "fela-small",     "fela-byte", "fela-1b", "transformer-small",
+          "transformer-1b", "fanformer-small"};
 }
 
 Config named_config(const std::string& name) {
@@ -179,19 +180,24 @@ Config named_config(const std::string& name) {
     c.vocab = vocab, c.d_model = d, c.n_layers = L, c.n_heads = H, c.pattern = pattern,
     c.taps = taps;
   };
-  if (name == "tiny") set("bytes", 64, 4, 4, "SSSL", 32);
-  else if (name == "fela-small") set("gpt2", 768, 12, 12, "SSSL", 512);
-  else if (name == "fela-byte") set("bytes", 768, 18, 12, "SSSL", 512);
-  else if (name == "fela-1b") set("gpt2", 2048, 24, 16, "SSSL", 512);
-  else if (name == "transformer-small") set("gpt2", 768, 12, 12, "AAAA", 512);
-  else if (name == "transformer-1b") set("gpt2", 2048, 24, 16, "AAAA", 512);
+  if (name == "tiny")
+    set("bytes", 64, 4, 4, "SSSL", 32);
+  else if (name == "fela-small")
+    set("gpt2", 768, 12, 12, "SSSL", 512);
+  else if (name == "fela-byte")
+    set("bytes", 768, 18, 12, "SSSL", 512);
+  else if (name == "fela-1b")
+    set("gpt2", 2048, 24, 16, "SSSL", 512);
+  else if (name == "transformer-small")
+    set("gpt2", 768, 12, 12, "AAAA", 512);
+  else if (name == "transformer-1b")
+    set("gpt2", 2048, 24, 16, "AAAA", 512);
   else if (name == "fanformer-small") {  // SPEC §8
     set("gpt2", 512, 12, 12, "A", 512);
     c.head_dim = 64, c.n_kv_heads = 6, c.mlp_hidden = 2048;
     c.fan_p = 0.15, c.cola_rank = 512 / 4, c.hybrid_norm = true, c.gated_residual = true;
     c.dropout = 0.1;
-  }
-  else {
+  } else {
     std::string known;
     for (const auto& n : named_config_names()) known += (known.empty() ? "" : ", ") + n;
     fail("[config] unknown configuration '", name, "' (known: ", known,
@@ -225,8 +231,10 @@ json override_to_json(const std::string& kv) {
 // taps recompute them.
 Config base_config(const std::string& name) {
   Config c = named_config(name);
-  if (name != "fanformer-small") c.modes = 0, c.n_kv_heads = 0, c.mlp_hidden = 0;
-  else c.modes = 0;
+  if (name != "fanformer-small")
+    c.modes = 0, c.n_kv_heads = 0, c.mlp_hidden = 0;
+  else
+    c.modes = 0;
   return c;
 }
 }  // namespace

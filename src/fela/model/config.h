@@ -2,10 +2,9 @@
 // JSON reading with overrides, and validation that names the offending field.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace fela {
 
@@ -33,11 +32,11 @@ struct Config {
   int64_t head_dim = 0;  // attention head width Dh; 0: d_model / n_heads
 
   // FANformer parts (SPEC §8), all off by default; each is one switch of the same block.
-  double fan_p = 0;           // FAN(x) in front of every mixer (ATF for attention), d_p = p d
-  int64_t cola_rank = 0;      // attention and MLP linears x W -> silu(x A) B with rank r
-  bool hybrid_norm = false;   // QKV-norm instead of pre-norm (layers > 0), post-norm MLP
+  double fan_p = 0;             // FAN(x) in front of every mixer (ATF for attention), d_p = p d
+  int64_t cola_rank = 0;        // attention and MLP linears x W -> silu(x A) B with rank r
+  bool hybrid_norm = false;     // QKV-norm instead of pre-norm (layers > 0), post-norm MLP
   bool gated_residual = false;  // h + g * f(h), g [d] learnable
-  double dropout = 0;         // attention probabilities, mixer and MLP branches; training only
+  double dropout = 0;           // attention probabilities, mixer and MLP branches; training only
 
   // Derived sizes (valid after resolve()).
   int64_t vocab_size() const;

@@ -102,17 +102,22 @@ FnoActs fno_acts(Pool& pool, int li, const Config& c, int64_t B, int64_t N) {
 }
 
 struct GlaActs {
-  Tensor q, k, v, g;      // [R, d_k], [R, d_k], [R, d_v], [R, d_v]
-  Tensor a1, apre, a;     // [R, gate_rank], [R, d_k], [R, d_k]
+  Tensor q, k, v, g;          // [R, d_k], [R, d_k], [R, d_v], [R, d_v]
+  Tensor a1, apre, a;         // [R, gate_rank], [R, d_k], [R, d_k]
   Tensor og, rstd_o, on, o2;  // [R, d_v], [R H], [R, d_v], [R, d_v]
 };
 GlaActs gla_acts(Pool& pool, int li, const Config& c, int64_t R) {
   const int64_t dk = c.d_k(), dv = c.d_v();
-  return {pool.get(li, "q", {R, dk}),         pool.get(li, "k", {R, dk}),
-          pool.get(li, "v", {R, dv}),         pool.get(li, "g", {R, dv}),
-          pool.get(li, "a1", {R, c.gate_rank}), pool.get(li, "apre", {R, dk}),
-          pool.get(li, "a", {R, dk}),         pool.get(li, "og", {R, dv}),
-          pool.get(li, "rstd_o", {R * c.n_heads}), pool.get(li, "on", {R, dv}),
+  return {pool.get(li, "q", {R, dk}),
+          pool.get(li, "k", {R, dk}),
+          pool.get(li, "v", {R, dv}),
+          pool.get(li, "g", {R, dv}),
+          pool.get(li, "a1", {R, c.gate_rank}),
+          pool.get(li, "apre", {R, dk}),
+          pool.get(li, "a", {R, dk}),
+          pool.get(li, "og", {R, dv}),
+          pool.get(li, "rstd_o", {R * c.n_heads}),
+          pool.get(li, "on", {R, dv}),
           pool.get(li, "o2", {R, dv})};
 }
 
@@ -132,7 +137,7 @@ struct Model::Acts {
   explicit Acts(DType dt) : pool(dt) {}
   Pool pool;
   int64_t B = 0, N = 0;
-  Array tokens;           // [B*N] int32
+  Array tokens;  // [B*N] int32
   int64_t loss_count = 0;
   bool loss_has_grad = false;
   Tensor get(int layer, const std::string& key, Shape s) { return pool.get(layer, key, s); }
@@ -140,7 +145,8 @@ struct Model::Acts {
 
 Model::Model(const Config& config, DType dtype, ops::Impl impl)
     : config_(config), dtype_(dtype), impl_(impl), table_(config) {
-  FELA_CHECK(dtype == DType::F32 || dtype == DType::F64, "[model] CPU model dtype must be f32 or f64");
+  FELA_CHECK(dtype == DType::F32 || dtype == DType::F64,
+             "[model] CPU model dtype must be f32 or f64");
   params_ = Array::zeros(dtype, {table_.total()});
   grads_ = Array::zeros(dtype, {table_.total()});
   w_ = bind_weights(table_, config_, params_);
@@ -166,8 +172,10 @@ std::pair<double, uint64_t> Model::dropout_site(int64_t layer, int site) const {
 void Model::zero_grad() { grads_.zero(); }
 
 void Model::head_forward(Tensor logits, const Tensor& x) const {
-  if (config_.tie_embeddings) ops::linear_forward(logits, x, w_.embed, Layout::OutIn, impl_);  // x E^T
-  else ops::linear_forward(logits, x, w_.lm_head, Layout::InOut, impl_);                       // x W_out
+  if (config_.tie_embeddings)
+    ops::linear_forward(logits, x, w_.embed, Layout::OutIn, impl_);  // x E^T
+  else
+    ops::linear_forward(logits, x, w_.lm_head, Layout::InOut, impl_);  // x W_out
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -212,20 +220,20 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
       xm = A.get(li, "fan_out", {R, d});
       ops::linear_forward(fp, xn, lw.fan.w_p, Layout::InOut, im);  // x W_p
       ops::linear_forward(fl, xn, lw.fan.w_l, Layout::InOut, im);  // x W_l
-      ops::fan_forward(xm, fp, fl, im);                 // [cos(x W_p) || sin(x W_p) || x W_l]
+      ops::fan_forward(xm, fp, fl, im);  // [cos(x W_p) || sin(x W_p) || x W_l]
     }
 
     if (lw.mixer == 'S') {
       const FnoWeights& p = lw.fno;
       auto [u, z, f, y, o] = fno_acts(A.pool, li, c, B, N);
-      ops::linear_forward(u, xm, p.w_u, Layout::InOut, im);       // u = x W_u
-      ops::linear_forward(z, xm, p.w_z, Layout::InOut, im);       // z = x W_z
+      ops::linear_forward(u, xm, p.w_u, Layout::InOut, im);                   // u = x W_u
+      ops::linear_forward(z, xm, p.w_z, Layout::InOut, im);                   // z = x W_z
       if (!(fill && N == 1)) ops::fno_filter_forward(f, p.k_re, p.k_im, im);  // f = irfft(K, n = M)
       if (fill && N == 1) {  // generation step: the ring buffer holds the last M-1 inputs
         ops::fno_conv_step(y.reshape({B, d}), fill->ring[i], u.reshape({B, d}), fill->filter[i],
                            p.skip, t0);
       } else if (t0 == 0) {
-        ops::fno_conv_forward(y, u, f, p.skip, im);               // y = f * u + D u
+        ops::fno_conv_forward(y, u, f, p.skip, im);  // y = f * u + D u
       } else {  // continue after t0 tokens: the ring's last M-1 inputs go in front of u
         Tensor u_ext = A.get(kGlobal, "u_ext", {B, M - 1 + N, d});
         Tensor y_ext = A.get(kGlobal, "y_ext", {B, M - 1 + N, d});
@@ -236,29 +244,29 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
         ops::fno_conv_forward(y_ext, u_ext, f, p.skip, im);
         for (int64_t b = 0; b < B; ++b) copy_tensor(y[b], y_ext[b].slice(M - 1, M - 1 + N));
       }
-      ops::swiglu_forward(o, z, y, im);                           // o = (y + D u) silu(z)
-      ops::linear_forward(mix, o, p.w_o, Layout::InOut, im);      // out = o W_o
+      ops::swiglu_forward(o, z, y, im);                       // o = (y + D u) silu(z)
+      ops::linear_forward(mix, o, p.w_o, Layout::InOut, im);  // out = o W_o
       if (fill && N > 1) ops::fno_ring_load(fill->ring[i], u, t0);
     } else if (lw.mixer == 'L') {
       const GlaWeights& p = lw.gla;
       const int64_t Dk = c.head_dk(), Dv = c.head_dv();
       auto [q, k, v, g, a1, apre, a, og, rstd_o, on, o2] = gla_acts(A.pool, li, c, R);
-      ops::linear_forward(q, xm, p.w_q, Layout::InOut, im);       // q = x W_q
-      ops::linear_forward(k, xm, p.w_k, Layout::InOut, im);       // k = x W_k
-      ops::linear_forward(v, xm, p.w_v, Layout::InOut, im);       // v = x W_v
-      ops::linear_forward(a1, xm, p.w_a1, Layout::InOut, im);     // x W_a1
-      ops::linear_forward(apre, a1, p.w_a2, Layout::InOut, im);   // x W_a1 W_a2
+      ops::linear_forward(q, xm, p.w_q, Layout::InOut, im);            // q = x W_q
+      ops::linear_forward(k, xm, p.w_k, Layout::InOut, im);            // k = x W_k
+      ops::linear_forward(v, xm, p.w_v, Layout::InOut, im);            // v = x W_v
+      ops::linear_forward(a1, xm, p.w_a1, Layout::InOut, im);          // x W_a1
+      ops::linear_forward(apre, a1, p.w_a2, Layout::InOut, im);        // x W_a1 W_a2
       ops::decay_gate_forward(a, apre, p.b_a, c.gate_normalizer, im);  // a = logsigmoid(. + b_a)/16
       Tensor state = fill ? Tensor(fill->gla[i]) : Tensor();  // in and out: updated in place
       ops::gla_forward(og.reshape({B, N, H, Dv}), state, q.reshape({B, N, H, Dk}),
-                       k.reshape({B, N, H, Dk}), v.reshape({B, N, H, Dv}),
-                       a.reshape({B, N, H, Dk}), state, 1.0 / std::sqrt(double(Dk)), c.chunk,
-                       im);                                       // o_t = (q_t Dk^-0.5) S_t
+                       k.reshape({B, N, H, Dk}), v.reshape({B, N, H, Dv}), a.reshape({B, N, H, Dk}),
+                       state, 1.0 / std::sqrt(double(Dk)), c.chunk,
+                       im);  // o_t = (q_t Dk^-0.5) S_t
       ops::rmsnorm_forward(on.reshape({R * H, Dv}), rstd_o, og.reshape({R * H, Dv}), p.g_o,
-                           c.norm_eps, im);                       // RMSNorm_head(o; g_o)
-      ops::linear_forward(g, xm, p.w_g, Layout::InOut, im);       // x W_g
-      ops::swiglu_forward(o2, g, on, im);                         // * silu(x W_g)
-      ops::linear_forward(mix, o2, p.w_o, Layout::InOut, im);     // out = o W_o
+                           c.norm_eps, im);                    // RMSNorm_head(o; g_o)
+      ops::linear_forward(g, xm, p.w_g, Layout::InOut, im);    // x W_g
+      ops::swiglu_forward(o2, g, on, im);                      // * silu(x W_g)
+      ops::linear_forward(mix, o2, p.w_o, Layout::InOut, im);  // out = o W_o
     } else {
       const AttnWeights& p = lw.attn;
       auto [q, k, v, att, lse] = attn_acts(A.pool, li, c, B, N);
@@ -279,11 +287,11 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
         ops::rmsnorm_forward(v.reshape({R, Hkv * Dh}), A.get(li, "rstd_v", {R}), vr, p.v_norm,
                              c.norm_eps, im);
       }
-      ops::rope_forward(q, q, t0, c.rope_theta, im);              // RoPE(q)
-      ops::rope_forward(k, k, t0, c.rope_theta, im);              // RoPE(k)
+      ops::rope_forward(q, q, t0, c.rope_theta, im);  // RoPE(q)
+      ops::rope_forward(k, k, t0, c.rope_theta, im);  // RoPE(k)
       const double scale = 1.0 / std::sqrt(double(Dh));
       if (!fill) {
-        const auto [pd, seed] = dropout_site(i, 2);             // softmax(q k^T / sqrt(Dh)) v
+        const auto [pd, seed] = dropout_site(i, 2);  // softmax(q k^T / sqrt(Dh)) v
         ops::attention_forward(att, lse, q, k, v, scale, im, pd, seed);
       } else {  // against the KV cache of the t0 earlier tokens
         reserve_cache(fill->k_cache[i], t0 + N);
@@ -302,33 +310,35 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
     }
 
     Tensor hm = A.get(li, "h_mid", {R, d});
-    residual_branch_forward(i, 0, mix, lw.mix_gate);             // g * dropout(Mixer(...))
+    residual_branch_forward(i, 0, mix, lw.mix_gate);  // g * dropout(Mixer(...))
     copy_tensor(hm, h);
-    ops::add_inplace(hm, mix, im);                                // h = h + Mixer(RMSNorm(h))
+    ops::add_inplace(hm, mix, im);  // h = h + Mixer(RMSNorm(h))
 
     const MlpWeights& m = lw.mlp;
     const bool post_norm = c.hybrid_norm;  // HybridNorm: h = RMSNorm(h + MLP(h))
     Tensor x2 = hm;
     if (!post_norm) {
       x2 = A.get(li, "xn2", {R, d});
-      ops::rmsnorm_forward(x2, A.get(li, "rstd2", {R}), hm, lw.mlp_norm, c.norm_eps, im);  // x = RMSNorm(h; g_mlp)
+      ops::rmsnorm_forward(x2, A.get(li, "rstd2", {R}), hm, lw.mlp_norm, c.norm_eps,
+                           im);  // x = RMSNorm(h; g_mlp)
     }
     Tensor ma = A.get(li, "ma", {R, F}), mb = A.get(li, "mb", {R, F}), mo = A.get(li, "m", {R, F});
     Tensor mlp = A.get(kGlobal, "mlp_out", {R, d});
-    proj_forward(A.pool, li, "w_gate", m.w_gate, ma, x2, im);     // x W_gate
-    proj_forward(A.pool, li, "w_up", m.w_up, mb, x2, im);         // x W_up
-    ops::swiglu_forward(mo, ma, mb, im);                          // silu(x W_gate) * (x W_up)
-    proj_forward(A.pool, li, "w_down", m.w_down, mlp, mo, im);    // (...) W_down
-    residual_branch_forward(i, 1, mlp, lw.mlp_gate);              // g * dropout(MLP(...))
+    proj_forward(A.pool, li, "w_gate", m.w_gate, ma, x2, im);   // x W_gate
+    proj_forward(A.pool, li, "w_up", m.w_up, mb, x2, im);       // x W_up
+    ops::swiglu_forward(mo, ma, mb, im);                        // silu(x W_gate) * (x W_up)
+    proj_forward(A.pool, li, "w_down", m.w_down, mlp, mo, im);  // (...) W_down
+    residual_branch_forward(i, 1, mlp, lw.mlp_gate);            // g * dropout(MLP(...))
     Tensor h_next = A.get(li + 1, "h", {R, d});
     if (!post_norm) {
       copy_tensor(h_next, hm);
-      ops::add_inplace(h_next, mlp, im);                          // h = h + MLP(RMSNorm(h))
+      ops::add_inplace(h_next, mlp, im);  // h = h + MLP(RMSNorm(h))
     } else {
       Tensor sum = A.get(li, "mlp_sum", {R, d});
       copy_tensor(sum, hm);
       ops::add_inplace(sum, mlp, im);
-      ops::rmsnorm_forward(h_next, A.get(li, "rstd2", {R}), sum, lw.mlp_norm, c.norm_eps, im);  // h = RMSNorm(h + MLP(h))
+      ops::rmsnorm_forward(h_next, A.get(li, "rstd2", {R}), sum, lw.mlp_norm, c.norm_eps,
+                           im);  // h = RMSNorm(h + MLP(h))
     }
   }
 
@@ -385,8 +395,8 @@ double Model::loss(const int32_t* targets, double grad_scale, double* loss_sum, 
     const int64_t r1 = std::min(R, r0 + rows), nr = r1 - r0;
     Tensor lg = A.get(kGlobal, "logits", {nr, V}), ls = A.get(kGlobal, "row_loss", {nr});
     Tensor x = xf.slice(r0, r1), t = Tensor(tgt).slice(r0, r1);
-    head_forward(lg, x);                                            // logits = x W_out
-    ops::cross_entropy_forward(ls, lg, t, impl_);                   // CE per row
+    head_forward(lg, x);                           // logits = x W_out
+    ops::cross_entropy_forward(ls, lg, t, impl_);  // CE per row
     for (int64_t r = 0; r < nr; ++r)
       sum += dtype_ == DType::F64 ? ls.data<double>()[r] : double(ls.data<float>()[r]);
     if (grad_scale != 0) {
@@ -427,8 +437,8 @@ void Model::backward() {
   Tensor dh = A.get(kGlobal, "dh", {R, d}), dtmp = A.get(kGlobal, "dtmp", {R, d});
   Tensor dxn = A.get(kGlobal, "dxn", {R, d});
   ops::rmsnorm_backward(dh, dw_.final_norm, A.get(kGlobal, "dxf", {R, d}),
-                        A.get(int(L), "h", {R, d}), w_.final_norm,
-                        A.get(kGlobal, "rstd_f", {R}), im);
+                        A.get(int(L), "h", {R, d}), w_.final_norm, A.get(kGlobal, "rstd_f", {R}),
+                        im);
 
   for (int64_t i = L - 1; i >= 0; --i) {
     const LayerWeights& lw = w_.layers[i];
@@ -447,7 +457,8 @@ void Model::backward() {
       }
       Tensor hm = A.get(li, "h_mid", {R, d});
       Tensor x2 = post_norm ? hm : A.get(li, "xn2", {R, d});
-      Tensor ma = A.get(li, "ma", {R, F}), mb = A.get(li, "mb", {R, F}), mo = A.get(li, "m", {R, F});
+      Tensor ma = A.get(li, "ma", {R, F}), mb = A.get(li, "mb", {R, F}),
+             mo = A.get(li, "m", {R, F});
       Tensor dma = A.get(kGlobal, "dma", {R, F}), dmb = A.get(kGlobal, "dmb", {R, F});
       const Tensor dmlp = residual_branch_backward(i, 1, dh, lw.mlp_gate, gw.mlp_gate);
       proj_backward(A.pool, li, "w_down", m.w_down, gm.w_down, dma, GradMode::Write, dmlp, mo, im);
@@ -487,7 +498,8 @@ void Model::backward() {
       Tensor do2 = A.get(kGlobal, "gla_do2", {R, dv}), dg = A.get(kGlobal, "gla_dg", {R, dv});
       Tensor dq = A.get(kGlobal, "gla_dq", {R, dk}), dk_ = A.get(kGlobal, "gla_dk", {R, dk});
       Tensor dv_ = A.get(kGlobal, "gla_dv", {R, dv}), da = A.get(kGlobal, "gla_da", {R, dk});
-      Tensor dog = A.get(kGlobal, "gla_dog", {R, dv}), da1 = A.get(kGlobal, "gla_da1", {R, c.gate_rank});
+      Tensor dog = A.get(kGlobal, "gla_dog", {R, dv}),
+             da1 = A.get(kGlobal, "gla_da1", {R, c.gate_rank});
       ops::linear_backward(do2, gp.w_o, dmix, o2, p.w_o, Layout::InOut, GradMode::Write, im);
       ops::swiglu_backward(dg, do2, do2, g, on, im);  // do2 becomes d(on)
       ops::rmsnorm_backward(dog.reshape({R * H, Dv}), gp.g_o, do2.reshape({R * H, Dv}),
@@ -497,7 +509,8 @@ void Model::backward() {
                         dog.reshape({B, N, H, Dv}), q.reshape({B, N, H, Dk}),
                         k.reshape({B, N, H, Dk}), v.reshape({B, N, H, Dv}),
                         a.reshape({B, N, H, Dk}), 1.0 / std::sqrt(double(Dk)), c.chunk, im);
-      ops::decay_gate_backward(da, gp.b_a, da, apre, p.b_a, c.gate_normalizer, im);  // da -> d(apre)
+      ops::decay_gate_backward(da, gp.b_a, da, apre, p.b_a, c.gate_normalizer,
+                               im);  // da -> d(apre)
       ops::linear_backward(da1, gp.w_a2, da, a1, p.w_a2, Layout::InOut, GradMode::Write, im);
       ops::linear_backward(dxm, gp.w_q, dq, xm, p.w_q, Layout::InOut, GradMode::Write, im);
       ops::linear_backward(dxm, gp.w_k, dk_, xm, p.w_k, Layout::InOut, GradMode::Add, im);
@@ -534,9 +547,11 @@ void Model::backward() {
     }
     if (lw.fan.w_p.raw()) {  // back through FAN and its two linears
       const int64_t dp = c.fan_dp();
-      Tensor dfp = A.get(kGlobal, "dfan_p", {R, dp}), dfl = A.get(kGlobal, "dfan_l", {R, d - 2 * dp});
+      Tensor dfp = A.get(kGlobal, "dfan_p", {R, dp}),
+             dfl = A.get(kGlobal, "dfan_l", {R, d - 2 * dp});
       ops::fan_backward(dfp, dfl, dxm, A.get(li, "fan_p", {R, dp}), im);
-      ops::linear_backward(dxn, gw.fan.w_p, dfp, xn, lw.fan.w_p, Layout::InOut, GradMode::Write, im);
+      ops::linear_backward(dxn, gw.fan.w_p, dfp, xn, lw.fan.w_p, Layout::InOut, GradMode::Write,
+                           im);
       ops::linear_backward(dxn, gw.fan.w_l, dfl, xn, lw.fan.w_l, Layout::InOut, GradMode::Add, im);
     }
     if (lw.mix_norm.raw()) {
@@ -585,7 +600,6 @@ InferenceState Model::new_state(int64_t B) const {
   }
   return s;
 }
-
 
 void Model::prefill(InferenceState& s, const int32_t* tokens, int64_t N, Tensor logits_last,
                     int64_t chunk) {

@@ -23,13 +23,13 @@ namespace fela {
 // of another mixer kind are empty.
 struct InferenceState {
   int64_t B = 0;
-  int64_t t = 0;                 // tokens consumed so far
-  std::vector<Array> ring;       // S: [B, M-1, d] last M-1 inputs u
-  std::vector<Array> filter;     // S: [d, M] taps, computed once from K
-  std::vector<Array> gla;        // L: [B, H, Dk, Dv]
-  std::vector<Array> k_cache;    // A: [B, capacity, Hkv, Dh] (rotated keys)
-  std::vector<Array> v_cache;    // A: [B, capacity, Hkv, Dh]
-  int64_t bytes() const;         // memory held by the state
+  int64_t t = 0;               // tokens consumed so far
+  std::vector<Array> ring;     // S: [B, M-1, d] last M-1 inputs u
+  std::vector<Array> filter;   // S: [d, M] taps, computed once from K
+  std::vector<Array> gla;      // L: [B, H, Dk, Dv]
+  std::vector<Array> k_cache;  // A: [B, capacity, Hkv, Dh] (rotated keys)
+  std::vector<Array> v_cache;  // A: [B, capacity, Hkv, Dh]
+  int64_t bytes() const;       // memory held by the state
 };
 
 class Model {
@@ -78,8 +78,8 @@ class Model {
   void head_forward(Tensor logits, const Tensor& x) const;
   std::pair<double, uint64_t> dropout_site(int64_t layer, int site) const;
   void residual_branch_forward(int64_t layer, int site, Tensor f, const Tensor& gate);
-  Tensor residual_branch_backward(int64_t layer, int site, const Tensor& df_out,
-                                  const Tensor& gate, Tensor dgate);
+  Tensor residual_branch_backward(int64_t layer, int site, const Tensor& df_out, const Tensor& gate,
+                                  Tensor dgate);
 
   Config config_;
   DType dtype_;

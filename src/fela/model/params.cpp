@@ -11,15 +11,24 @@ namespace fela {
 
 std::string part_name(Part p) {
   switch (p) {
-    case Part::Embedding: return "embedding";
-    case Part::LmHead: return "lm_head";
-    case Part::Norms: return "norms";
-    case Part::Fno: return "fno";
-    case Part::Gla: return "gla";
-    case Part::Attention: return "attention";
-    case Part::Mlp: return "mlp";
-    case Part::Fan: return "fan";
-    case Part::Gates: return "gates";
+    case Part::Embedding:
+      return "embedding";
+    case Part::LmHead:
+      return "lm_head";
+    case Part::Norms:
+      return "norms";
+    case Part::Fno:
+      return "fno";
+    case Part::Gla:
+      return "gla";
+    case Part::Attention:
+      return "attention";
+    case Part::Mlp:
+      return "mlp";
+    case Part::Fan:
+      return "fan";
+    case Part::Gates:
+      return "gates";
   }
   return "?";
 }
@@ -159,8 +168,12 @@ void init_flat(const ParamTable& table, const Config& c, T* flat, uint64_t seed)
         for (int64_t k = 0; k < n; ++k) p[k] = T(rng.normal() * sd);
         break;
       }
-      case Init::Ones: std::fill(p, p + n, T(1)); break;
-      case Init::Zeros: std::fill(p, p + n, T(0)); break;
+      case Init::Ones:
+        std::fill(p, p + n, T(1));
+        break;
+      case Init::Zeros:
+        std::fill(p, p + n, T(0));
+        break;
       case Init::FnoSpectrumRe: {  // the next tensor is the matching k_im
         const ParamSpec& im = specs.at(i + 1);
         FELA_CHECK(im.init == Init::FnoSpectrumIm, "[params] ", s.name, " without its k_im");
@@ -169,7 +182,8 @@ void init_flat(const ParamTable& table, const Config& c, T* flat, uint64_t seed)
         for (int64_t k = 0; k < n; ++k) p[k] = T(re_d[k]), flat[im.offset + k] = T(im_d[k]);
         break;
       }
-      case Init::FnoSpectrumIm: break;  // written with its k_re
+      case Init::FnoSpectrumIm:
+        break;  // written with its k_re
     }
   }
 }
@@ -179,8 +193,10 @@ void init_flat(const ParamTable& table, const Config& c, T* flat, uint64_t seed)
 void init_params(const ParamTable& table, const Config& c, Tensor flat, uint64_t seed) {
   FELA_CHECK(flat.numel() == table.total(), "[params] buffer of ", flat.numel(), " for ",
              table.total(), " parameters");
-  if (flat.dtype() == DType::F64) init_flat(table, c, flat.data<double>(), seed);
-  else init_flat(table, c, flat.data<float>(), seed);
+  if (flat.dtype() == DType::F64)
+    init_flat(table, c, flat.data<double>(), seed);
+  else
+    init_flat(table, c, flat.data<float>(), seed);
 }
 
 }  // namespace fela

@@ -32,7 +32,7 @@ struct ParamSpec {
   Shape shape;
   Init init;
   Part part;
-  bool decay;  // AdamW weight decay: matrices only
+  bool decay;          // AdamW weight decay: matrices only
   int64_t offset = 0;  // into the flat buffer, in elements
 };
 

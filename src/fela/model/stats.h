@@ -2,7 +2,6 @@
 // training and for generation, and the bytes of recurrent state per sequence.
 #pragma once
 #include <cstdint>
-
 #include <nlohmann/json.hpp>
 
 #include "fela/model/config.h"
@@ -11,11 +10,11 @@ namespace fela {
 
 struct ModelStats {
   int64_t params = 0;
-  int64_t matmul_params = 0;       // weights used in matrix products per token (incl. head)
-  double forward_flops = 0;        // per token at seq_len, parallel form
-  double train_flops = 0;          // per token: forward + backward (3 x forward)
-  double generate_flops = 0;       // per generated token at context seq_len, recurrent form
-  int64_t state_bytes_fixed = 0;   // FNO rings + GLA states (fp32), independent of context
+  int64_t matmul_params = 0;          // weights used in matrix products per token (incl. head)
+  double forward_flops = 0;           // per token at seq_len, parallel form
+  double train_flops = 0;             // per token: forward + backward (3 x forward)
+  double generate_flops = 0;          // per generated token at context seq_len, recurrent form
+  int64_t state_bytes_fixed = 0;      // FNO rings + GLA states (fp32), independent of context
   int64_t state_bytes_per_token = 0;  // attention KV cache growth (fp32)
 };
 

@@ -13,7 +13,8 @@ Weights bind_weights(const ParamTable& table, const Config& c, const Tensor& fla
     return s ? table.view(flat, *s) : Tensor();
   };
   auto proj = [&](const std::string& name) {
-    return table.find(name) ? Proj{get(name), {}, {}} : Proj{{}, get(name + ".a"), get(name + ".b")};
+    return table.find(name) ? Proj{get(name), {}, {}}
+                            : Proj{{}, get(name + ".a"), get(name + ".b")};
   };
   Weights w;
   w.embed = get("embed.weight");
@@ -32,13 +33,14 @@ Weights bind_weights(const ParamTable& table, const Config& c, const Tensor& fla
       l.fno = {get(p + "fno.w_u"),  get(p + "fno.w_z"),  get(p + "fno.w_o"),
                get(p + "fno.k_re"), get(p + "fno.k_im"), get(p + "fno.skip")};
     if (l.mixer == 'L')
-      l.gla = {get(p + "gla.w_q"),  get(p + "gla.w_k"), get(p + "gla.w_v"),
-               get(p + "gla.w_g"),  get(p + "gla.w_a1"), get(p + "gla.w_a2"),
-               get(p + "gla.b_a"),  get(p + "gla.g_o"), get(p + "gla.w_o")};
+      l.gla = {get(p + "gla.w_q"), get(p + "gla.w_k"),  get(p + "gla.w_v"),
+               get(p + "gla.w_g"), get(p + "gla.w_a1"), get(p + "gla.w_a2"),
+               get(p + "gla.b_a"), get(p + "gla.g_o"),  get(p + "gla.w_o")};
     if (l.mixer == 'A')
-      l.attn = {proj(p + "attn.w_q"), proj(p + "attn.w_k"), proj(p + "attn.w_v"),
-                proj(p + "attn.w_o"), opt(p + "attn.q_norm.weight"),
-                opt(p + "attn.k_norm.weight"), opt(p + "attn.v_norm.weight")};
+      l.attn = {proj(p + "attn.w_q"),          proj(p + "attn.w_k"),
+                proj(p + "attn.w_v"),          proj(p + "attn.w_o"),
+                opt(p + "attn.q_norm.weight"), opt(p + "attn.k_norm.weight"),
+                opt(p + "attn.v_norm.weight")};
     l.mlp = {proj(p + "mlp.w_gate"), proj(p + "mlp.w_up"), proj(p + "mlp.w_down")};
     w.layers.push_back(l);
   }

@@ -37,10 +37,10 @@ struct GlaWeights {
 };
 
 struct AttnWeights {
-  Proj w_q;         // [d, H Dh]
-  Proj w_k, w_v;    // [d, Hkv Dh]
-  Proj w_o;         // [H Dh, d]
-  Tensor q_norm;    // [H Dh]   HybridNorm's QKV-norm gains (layers > 0), else undefined
+  Proj w_q;               // [d, H Dh]
+  Proj w_k, w_v;          // [d, Hkv Dh]
+  Proj w_o;               // [H Dh, d]
+  Tensor q_norm;          // [H Dh]   HybridNorm's QKV-norm gains (layers > 0), else undefined
   Tensor k_norm, v_norm;  // [Hkv Dh]
 };
 

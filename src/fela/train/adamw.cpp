@@ -6,7 +6,9 @@
 namespace fela {
 
 AdamW::AdamW(const ParamTable& table, DType dtype, AdamWOptions opt)
-    : table_(table), opt_(opt), m_(Array::zeros(dtype, {table.total()})),
+    : table_(table),
+      opt_(opt),
+      m_(Array::zeros(dtype, {table.total()})),
       v_(Array::zeros(dtype, {table.total()})) {}
 
 namespace {
@@ -37,8 +39,8 @@ void AdamW::step(Tensor params, const Tensor& grads, double lr) {
                    opt_.beta1, opt_.beta2, opt_.eps, bc1, bc2);
     else
       adamw_update(params.data<float>() + s.offset, grads.data<float>() + s.offset,
-                   m_.data<float>() + s.offset, v_.data<float>() + s.offset, n, lr, wd,
-                   opt_.beta1, opt_.beta2, opt_.eps, bc1, bc2);
+                   m_.data<float>() + s.offset, v_.data<float>() + s.offset, n, lr, wd, opt_.beta1,
+                   opt_.beta2, opt_.eps, bc1, bc2);
   }
 }
 
@@ -92,7 +94,8 @@ double clip_grad_norm(Tensor grads, double max_norm) {
 double lr_at(int64_t step, int64_t total, int64_t warmup, double lr, double min_lr) {
   if (warmup > 0 && step < warmup) return lr * double(step + 1) / double(warmup);
   if (total <= warmup) return lr;
-  const double progress = std::min(1.0, double(step - warmup) / double(std::max<int64_t>(1, total - warmup)));
+  const double progress =
+      std::min(1.0, double(step - warmup) / double(std::max<int64_t>(1, total - warmup)));
   return min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(M_PI * progress));
 }
 

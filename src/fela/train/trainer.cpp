@@ -7,9 +7,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "fela/core/progress.h"
 #include "fela/core/rng.h"
@@ -40,7 +39,8 @@ void validate(const TrainOptions& o) {
   FELA_CHECK(o.accum >= 1, "[train] --accum must be positive, got ", o.accum);
   FELA_CHECK(o.warmup >= 0, "[train] --warmup must be >= 0, got ", o.warmup);
   FELA_CHECK(std::isfinite(o.lr) && o.lr > 0, "[train] --lr must be positive, got ", o.lr);
-  FELA_CHECK(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1, "[train] --min-lr-ratio must be in [0, 1]");
+  FELA_CHECK(o.min_lr_ratio >= 0 && o.min_lr_ratio <= 1,
+             "[train] --min-lr-ratio must be in [0, 1]");
   FELA_CHECK(o.weight_decay >= 0, "[train] --weight-decay must be >= 0, got ", o.weight_decay);
   FELA_CHECK(o.grad_clip >= 0, "[train] --grad-clip must be >= 0 (0 = off), got ", o.grad_clip);
   FELA_CHECK(o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
@@ -133,8 +133,8 @@ TrainResult train(const TrainOptions& opt) {
   }
   const Config& c = model->config();
   FELA_CHECK(c.vocab == train_set.vocab_name() && c.vocab_size() == train_set.vocab_size(),
-             "[train] the model's vocabulary is '", c.vocab, "' but ", opt.data, " was prepared with '",
-             train_set.vocab_name(), "'");
+             "[train] the model's vocabulary is '", c.vocab, "' but ", opt.data,
+             " was prepared with '", train_set.vocab_name(), "'");
   auto tokenizer = make_tokenizer(c.vocab, c.vocab == "gpt2" ? default_vocab_dir() : "");
   const std::vector<int64_t> token_bytes = token_byte_lengths(*tokenizer);
 
@@ -165,9 +165,12 @@ TrainResult train(const TrainOptions& opt) {
   auto save = [&](int64_t at_step) {
     TrainingState ts;
     ts.optimizer = adam.state_tensors();
-    ts.trainer = {{"step", at_step},          {"tokens_seen", tokens_seen},
-                  {"adam_steps", adam.steps()}, {"data_rng", rng_to_json(data_rng)},
-                  {"seed", opt.seed},           {"data", opt.data}};
+    ts.trainer = {{"step", at_step},
+                  {"tokens_seen", tokens_seen},
+                  {"adam_steps", adam.steps()},
+                  {"data_rng", rng_to_json(data_rng)},
+                  {"seed", opt.seed},
+                  {"data", opt.data}};
     save_checkpoint(ckpt_dir, *model, &ts);
   };
 
@@ -199,8 +202,12 @@ TrainResult train(const TrainOptions& opt) {
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     FELA_CHECK(std::isfinite(loss), "[train] loss became ", loss, " at step ", step,
                " (try a lower --lr)");
-    log_row({{"step", step}, {"loss", loss}, {"lr", lr}, {"grad_norm", grad_norm},
-             {"tokens_per_s", double(B * N * opt.accum) / dt}, {"tokens", tokens_seen}});
+    log_row({{"step", step},
+             {"loss", loss},
+             {"lr", lr},
+             {"grad_norm", grad_norm},
+             {"tokens_per_s", double(B * N * opt.accum) / dt},
+             {"tokens", tokens_seen}});
     res.last_loss = loss;
     char status[96];
     std::snprintf(status, sizeof status, "loss %.4f lr %.2e", loss, lr);

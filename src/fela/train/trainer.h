@@ -26,8 +26,8 @@ struct TrainOptions {
   bool resume = false;
   double time_limit = 0;  // seconds, 0 = none: reaching it ends the run like its last step
   int64_t stop_at = 0;    // end (validate, save) after this step, as an interruption would
-  bool progress = true;  // progress bar on stderr
-  bool verbose = true;   // a line per validation on stdout
+  bool progress = true;   // progress bar on stderr
+  bool verbose = true;    // a line per validation on stdout
 };
 
 struct TrainResult {
