@@ -27,10 +27,16 @@
 #include "fela/core/cuda.h"
 #include "fela/core/rng.h"
 #include "fela/core/tensor.h"
+#include "fela/ops/add.h"
+#include "fela/ops/channel_scale.h"
 #include "fela/ops/cross_entropy.h"
+#include "fela/ops/decay_gate.h"
+#include "fela/ops/dropout.h"
 #include "fela/ops/embedding.h"
+#include "fela/ops/fan.h"
 #include "fela/ops/linear.h"
 #include "fela/ops/rmsnorm.h"
+#include "fela/ops/silu.h"
 #include "fela/ops/swiglu.h"
 
 using namespace fela;
@@ -348,6 +354,151 @@ void check_cross_entropy(int64_t R, int64_t V, Rng& rng) {
   check("cross_entropy", shape, "backward, dlogits = logits", "dlogits", inplace, values(hd));
 }
 
+void check_add(int64_t n, Rng& rng) {
+  const std::string shape = dims({n});
+  const Vec y0 = rounded(normal(n, rng), DType::BF16), x = rounded(normal(n, rng), DType::BF16);
+  Array hy = host_f64(y0, {n}), hx = host_f64(x, {n});
+  ops::add_inplace(hy, hx, Impl::Ref);
+  DeviceBuf gy = device_buf(DType::BF16, {n}, y0), gx = device_buf(DType::BF16, {n}, x);
+  ops::add_inplace(gy.view, gx.view);
+  check("add", shape, "y += x", "y", gy, values(hy));
+}
+
+void check_silu(int64_t n, Rng& rng) {
+  const std::string shape = dims({n});
+  const Vec x = rounded(normal(n, rng, 3.0), DType::BF16),
+            dy = rounded(normal(n, rng), DType::BF16);
+  Array hx = host_f64(x, {n}), hdy = host_f64(dy, {n});
+  Array hy = Array::empty(DType::F64, {n}), hdx = Array::empty(DType::F64, {n});
+  ops::silu_forward(hy, hx, Impl::Ref);
+  ops::silu_backward(hdx, hdy, hx, Impl::Ref);
+  DeviceBuf gx = device_buf(DType::BF16, {n}, x), y = device_buf(DType::BF16, {n});
+  ops::silu_forward(y.view, gx.view);
+  check("silu", shape, "forward", "y", y, values(hy));
+  for (bool in_place : {false, true}) {
+    DeviceBuf gdy = device_buf(DType::BF16, {n}, dy), sep = device_buf(DType::BF16, {n});
+    const DeviceBuf& gdx = in_place ? gdy : sep;
+    ops::silu_backward(gdx.view, gdy.view, gx.view);
+    check("silu", shape, in_place ? "backward, dx = dy" : "backward", "dx", gdx, values(hdx));
+  }
+}
+
+void check_decay_gate(int64_t R, int64_t n, Rng& rng) {
+  const std::string shape = dims({R, n});
+  const double normalizer = 16.0;  // GLA's
+  const Vec x = rounded(normal(R * n, rng, 2.0), DType::BF16);
+  const Vec b = rounded(normal(n, rng, 1.0, 2.0), DType::F32);
+  const Vec db0 = rounded(normal(n, rng, 0.1), DType::F32);
+  Array hx = host_f64(x, {R, n}), hb = host_f64(b, {n});
+  Array ha = Array::empty(DType::F64, {R, n});
+  ops::decay_gate_forward(ha, hx, hb, normalizer, Impl::Ref);
+  DeviceBuf gx = device_buf(DType::BF16, {R, n}, x), gb = device_buf(DType::F32, {n}, b);
+  for (DType at : {DType::BF16, DType::F32}) {
+    DeviceBuf a = device_buf(at, {R, n});
+    ops::decay_gate_forward(a.view, gx.view, gb.view, normalizer);
+    check("decay_gate", shape, "forward", "a", a, values(ha));
+  }
+  for (DType dt : {DType::BF16, DType::F32}) {
+    const Vec da = rounded(normal(R * n, rng), dt);
+    Array hda = host_f64(da, {R, n}), hdx = Array::empty(DType::F64, {R, n}),
+          hdb = host_f64(db0, {n});
+    ops::decay_gate_backward(hdx, hdb, hda, hx, hb, normalizer, Impl::Ref);
+    for (bool in_place : dt == DType::BF16 ? std::vector{false, true} : std::vector{false}) {
+      DeviceBuf gda = device_buf(dt, {R, n}, da), sep = device_buf(DType::BF16, {R, n});
+      DeviceBuf gdb = device_buf(DType::F32, {n}, db0);
+      const DeviceBuf& gdx = in_place ? gda : sep;
+      ops::decay_gate_backward(gdx.view, gdb.view, gda.view, gx.view, gb.view, normalizer);
+      const std::string dir = std::string("backward, da ") + std::string(dtype_name(dt)) +
+                              (in_place ? ", dx = da" : "");
+      check("decay_gate", shape, dir, "dx", gdx, values(hdx));
+      check("decay_gate", shape, dir, "db +=", gdb, values(hdb));
+    }
+  }
+}
+
+void check_channel_scale(int64_t R, int64_t d, Rng& rng) {
+  const std::string shape = dims({R, d});
+  const Vec x = rounded(normal(R * d, rng), DType::BF16);
+  const Vec g = rounded(normal(d, rng, 0.5), DType::F32);
+  const Vec dy = rounded(normal(R * d, rng), DType::BF16);
+  const Vec dg0 = rounded(normal(d, rng, 0.1), DType::F32);
+  Array hx = host_f64(x, {R, d}), hg = host_f64(g, {d}), hdy = host_f64(dy, {R, d});
+  Array hy = Array::empty(DType::F64, {R, d}), hdx = Array::empty(DType::F64, {R, d}),
+        hdg = host_f64(dg0, {d});
+  ops::channel_scale_forward(hy, hx, hg, Impl::Ref);
+  ops::channel_scale_backward(hdx, hdg, hdy, hx, hg, Impl::Ref);
+  DeviceBuf gx = device_buf(DType::BF16, {R, d}, x), gg = device_buf(DType::F32, {d}, g);
+  DeviceBuf y = device_buf(DType::BF16, {R, d});
+  ops::channel_scale_forward(y.view, gx.view, gg.view);
+  check("channel_scale", shape, "forward", "y", y, values(hy));
+  for (bool in_place : {false, true}) {
+    DeviceBuf gdy = device_buf(DType::BF16, {R, d}, dy), sep = device_buf(DType::BF16, {R, d});
+    DeviceBuf gdg = device_buf(DType::F32, {d}, dg0);
+    const DeviceBuf& gdx = in_place ? gdy : sep;
+    ops::channel_scale_backward(gdx.view, gdg.view, gdy.view, gx.view, gg.view);
+    const std::string dir = in_place ? "backward, dx = dy" : "backward";
+    check("channel_scale", shape, dir, "dx", gdx, values(hdx));
+    check("channel_scale", shape, dir, "dg +=", gdg, values(hdg));
+  }
+}
+
+void check_fan(int64_t R, int64_t dp, int64_t dl, Rng& rng) {
+  const std::string shape = dims({R, dp, dl});
+  const int64_t w = 2 * dp + dl;
+  const Vec p = rounded(normal(R * dp, rng, 3.0), DType::BF16);
+  const Vec l = rounded(normal(R * dl, rng), DType::BF16);
+  const Vec dy = rounded(normal(R * w, rng), DType::BF16);
+  Array hp = host_f64(p, {R, dp}), hl = host_f64(l, {R, dl}), hdy = host_f64(dy, {R, w});
+  Array hy = Array::empty(DType::F64, {R, w}), hdp = Array::empty(DType::F64, {R, dp}),
+        hdl = Array::empty(DType::F64, {R, dl});
+  ops::fan_forward(hy, hp, hl, Impl::Ref);
+  ops::fan_backward(hdp, hdl, hdy, hp, Impl::Ref);
+  DeviceBuf gp = device_buf(DType::BF16, {R, dp}, p), gl = device_buf(DType::BF16, {R, dl}, l);
+  DeviceBuf y = device_buf(DType::BF16, {R, w});
+  ops::fan_forward(y.view, gp.view, gl.view);
+  check("fan", shape, "forward", "y", y, values(hy));
+  DeviceBuf gdy = device_buf(DType::BF16, {R, w}, dy);
+  DeviceBuf gdp = device_buf(DType::BF16, {R, dp}), gdl = device_buf(DType::BF16, {R, dl});
+  ops::fan_backward(gdp.view, gdl.view, gdy.view, gp.view);
+  check("fan", shape, "backward", "dp", gdp, values(hdp));
+  check("fan", shape, "backward", "dl", gdl, values(hdl));
+}
+
+// The dropout mask must be the CPU's bit for bit: beyond the norm-wise check (where one wrong
+// element in a million would hide), every zero of the output must be exactly a dropped element.
+void check_dropout_mask(const std::string& shape, const std::string& dir, const DeviceBuf& got,
+                        double p, uint64_t seed) {
+  const Readback r = read_back(got);
+  int64_t wrong = 0;
+  for (int64_t i = 0; i < got.n; ++i)
+    wrong += (r.values[size_t(i)] != 0) != ops::dropout_keep(seed, uint64_t(i), p);
+  Row row{"dropout", shape, dir, "mask", double(wrong), 0, 0, r.nan, r.guards_ok};
+  std::printf("| dropout | %s | %s | mask %s | %lld wrong | exact | 0 wrong | %s | %s | %s |\n",
+              shape.c_str(), dir.c_str(), std::string(dtype_name(got.dtype)).c_str(),
+              (long long)wrong, row.nan ? "NaN" : "ok", row.guards_ok ? "ok" : "OVERWRITTEN",
+              row.pass() ? "PASS" : "**FAIL**");
+  std::fflush(stdout);
+  g_rows.push_back(row);
+}
+
+void check_dropout(int64_t n, double p, DType dt, Rng& rng) {
+  const std::string shape = dims({n}) + " p=" + std::to_string(p).substr(0, 4);
+  const uint64_t seed = rng.next_u64();
+  Vec x = rounded(normal(n, rng), dt);
+  for (double& v : x) v = v == 0 ? 1.0 : v;  // a zero output then always means a dropped element
+  Array hx = host_f64(x, {n}), hy = Array::empty(DType::F64, {n});
+  ops::dropout_forward(hy, hx, p, seed, Impl::Ref);
+  DeviceBuf gx = device_buf(dt, {n}, x), y = device_buf(dt, {n});
+  ops::dropout_forward(y.view, gx.view, p, seed);
+  check("dropout", shape, "forward", "y", y, values(hy));
+  check_dropout_mask(shape, "forward", y, p, seed);
+  // Backward applies the same mask; dx = dy as the model uses it.
+  DeviceBuf gdy = device_buf(dt, {n}, x);
+  ops::dropout_backward(gdy.view, gdy.view, p, seed);
+  check("dropout", shape, "backward, dx = dy", "dx", gdy, values(hy));
+  check_dropout_mask(shape, "backward, dx = dy", gdy, p, seed);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -382,7 +533,9 @@ int main(int argc, char** argv) {
         kFloor);
     std::printf(
         "shapes: linear R x in x out, rmsnorm R x d, swiglu n, embedding R x V x d, "
-        "cross_entropy R x V\n\n");
+        "cross_entropy R x V, add n, silu n, decay_gate R x n, channel_scale R x d, fan R x dp x "
+        "dl, "
+        "dropout n\n\n");
     std::printf(
         "| op | shape | direction | output | rel. error | naive | tolerance | NaN | "
         "guards | result |\n|---|---|---|---|---|---|---|---|---|---|\n");
@@ -410,6 +563,33 @@ int main(int argc, char** argv) {
       if (run(V * d)) check_embedding(R, V, d, rng);
     for (auto [R, V] : {std::array<int64_t, 2>{1, 1}, {31, 33}, {33, 129}, {129, 31}, {64, 50257}})
       if (run(R * V)) check_cross_entropy(R, V, rng);
+    for (int64_t n : {1, 31, 33, 129, 1000003})
+      if (run(n)) check_add(n, rng);
+    for (int64_t n : {1, 31, 33, 129, 1000003})
+      if (run(n)) check_silu(n, rng);
+    for (auto [R, n] :
+         {std::array<int64_t, 2>{1, 1}, {31, 1}, {31, 33}, {129, 129}, {33, 4097}, {70001, 64}})
+      if (run(R * n)) check_decay_gate(R, n, rng);
+    for (auto [R, d] : {std::array<int64_t, 2>{1, 1},
+                        {31, 1},
+                        {31, 33},
+                        {129, 129},
+                        {33, 4097},
+                        {2048, 768},
+                        {70001, 64}})
+      if (run(R * d)) check_channel_scale(R, d, rng);
+    for (auto [R, dp, dl] : {std::array<int64_t, 3>{1, 1, 1},
+                             {31, 33, 129},
+                             {129, 31, 33},
+                             {33, 129, 1},
+                             {2048, 192, 384}})
+      if (run(R * (2 * dp + dl))) check_fan(R, dp, dl, rng);
+    for (int64_t n : {1, 31, 33, 129, 1000003}) {
+      if (!run(n)) continue;
+      check_dropout(n, 0.35, DType::BF16, rng);
+      if (n == 129) check_dropout(n, 0.0, DType::BF16, rng);
+      if (n == 1000003) check_dropout(n, 0.1, DType::F32, rng);
+    }
   } catch (const Error& e) {
     std::fprintf(stderr, "backend_ops: %s\n", e.what());
     return 1;

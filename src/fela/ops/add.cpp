@@ -1,3 +1,5 @@
+// Residual add: the dispatcher (CPU ref / cpu kernels, or the CUDA kernel for GPU tensors) and
+// the two CPU kernels, which are one line each.
 #include "fela/ops/add.h"
 
 namespace fela::ops {
@@ -5,7 +7,19 @@ namespace fela::ops {
 void add_inplace(Tensor y, const Tensor& x, Impl impl) {
   FELA_CHECK(x.numel() == y.numel(), "[add] sizes differ: y ", y.shape().str(), ", x ",
              x.shape().str());
-  check_same_float("add", {&y, &x});
+  using enum DType;
+  using enum Device;
+  const Device dev = check_signature("add", {{"y", &y}, {"x", &x}},
+                                     {{Cpu, F32, F32}, {Cpu, F64, F64}, {Cuda, BF16, BF16}});
+  if (dev == Cuda) {
+    check_cuda_impl("add", impl);
+#ifdef FELA_HAVE_CUDA
+    cuda::add_inplace(y.data<BFloat16>(), x.data<BFloat16>(), y.numel());
+#else
+    fail_no_cuda("add");
+#endif
+    return;
+  }
   dispatch_float(y.dtype(), "add", [&]<class T>() {
     auto f = impl == Impl::Ref ? ref::add_inplace<T> : cpu::add_inplace<T>;
     f(y.data<T>(), x.data<T>(), y.numel());

@@ -1,49 +1,54 @@
-// Inverted dropout dispatcher (SPEC §8): the counter-based hash that defines the mask, argument
-// checks, then the ref or cpu kernel. Forward and backward apply the same mask, so both go to
-// one kernel, dropout_apply.
+// Inverted dropout dispatcher (SPEC §8): argument checks, then the ref or cpu kernel for CPU
+// tensors and the CUDA kernel for GPU tensors. Forward and backward apply the same mask, so both
+// go to one kernel, dropout_apply. The hash that defines the mask lives in dropout_hash.h.
 #include "fela/ops/dropout.h"
 
 namespace fela::ops {
 
 namespace {
 
-// The splitmix64 finaliser: a bijection of 64-bit words whose output bits each depend on every
-// input bit.
-inline uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
-void check_dropout(const Tensor& out, const Tensor& in, double p, const char* out_name,
-                   const char* in_name) {
+// Checks p, shapes and dtypes; returns the device of the tensors.
+Device check_dropout(const Tensor& out, const Tensor& in, double p, const char* out_name,
+                     const char* in_name, Impl impl) {
   FELA_CHECK(p >= 0 && p < 1, "[dropout] p must be in [0, 1), got ", p);
   check_shape(out, in.shape(), "dropout", out_name);
-  check_same_float("dropout", {&in, &out});
+  using enum DType;
+  using enum Device;
+  const Device dev =
+      check_signature("dropout", {{in_name, &in}, {out_name, &out}},
+                      {{Cpu, F32, F32}, {Cpu, F64, F64}, {Cuda, BF16, BF16}, {Cuda, F32, F32}});
+  if (dev == Cuda) check_cuda_impl("dropout", impl);
+  return dev;
+}
+
+void apply(Tensor out, const Tensor& in, double p, uint64_t seed, Impl impl, Device dev) {
+  if (dev == Device::Cuda) {
+#ifdef FELA_HAVE_CUDA
+    if (in.dtype() == DType::BF16)
+      cuda::dropout_apply(out.data<BFloat16>(), in.data<BFloat16>(), in.numel(), p, seed);
+    else
+      cuda::dropout_apply(out.data<float>(), in.data<float>(), in.numel(), p, seed);
+#else
+    fail_no_cuda("dropout");
+#endif
+    return;
+  }
+  dispatch_float(in.dtype(), "dropout", [&]<class T>() {
+    auto f = impl == Impl::Ref ? ref::dropout_apply<T> : cpu::dropout_apply<T>;
+    f(out.data<T>(), in.data<T>(), in.numel(), p, seed);
+  });
 }
 
 }  // namespace
 
-// Element `index` of the splitmix64 stream of the mixed seed. Mixing the seed first keeps
-// nearby seeds (0, 1, 2 ...) from giving shifted copies of one stream.
-uint64_t dropout_hash(uint64_t seed, uint64_t index) {
-  return mix64(mix64(seed) + (index + 1) * 0x9e3779b97f4a7c15ull);
-}
-
 void dropout_forward(Tensor y, const Tensor& x, double p, uint64_t seed, Impl impl) {
-  check_dropout(y, x, p, "y", "x");
-  dispatch_float(x.dtype(), "dropout", [&]<class T>() {
-    auto f = impl == Impl::Ref ? ref::dropout_apply<T> : cpu::dropout_apply<T>;
-    f(y.data<T>(), x.data<T>(), x.numel(), p, seed);
-  });
+  const Device dev = check_dropout(y, x, p, "y", "x", impl);
+  apply(y, x, p, seed, impl, dev);
 }
 
 void dropout_backward(Tensor dx, const Tensor& dy, double p, uint64_t seed, Impl impl) {
-  check_dropout(dx, dy, p, "dx", "dy");
-  dispatch_float(dy.dtype(), "dropout", [&]<class T>() {
-    auto f = impl == Impl::Ref ? ref::dropout_apply<T> : cpu::dropout_apply<T>;
-    f(dx.data<T>(), dy.data<T>(), dy.numel(), p, seed);
-  });
+  const Device dev = check_dropout(dx, dy, p, "dx", "dy", impl);
+  apply(dx, dy, p, seed, impl, dev);
 }
 
 }  // namespace fela::ops

@@ -1,4 +1,5 @@
-// FAN projection dispatcher (SPEC §8): argument checks, then the ref or cpu kernel.
+// FAN projection dispatcher (SPEC §8): argument checks, then the ref or cpu kernel for CPU
+// tensors and the CUDA kernels for GPU tensors.
 #include "fela/ops/fan.h"
 
 namespace fela::ops {
@@ -27,7 +28,20 @@ void fan_forward(Tensor y, const Tensor& p, const Tensor& l, Impl impl) {
   const int64_t R = fan_rows(p), dp = p.size(-1), dl = l.size(-1);
   FELA_CHECK(y.size(-1) == 2 * dp + dl, "[fan] y has ", y.size(-1),
              " columns, need 2 dp + dl = ", 2 * dp + dl);
-  check_same_float("fan", {&p, &l, &y});
+  using enum DType;
+  using enum Device;
+  const Device dev =
+      check_signature("fan", {{"p", &p}, {"l", &l}, {"y", &y}},
+                      {{Cpu, F32, F32, F32}, {Cpu, F64, F64, F64}, {Cuda, BF16, BF16, BF16}});
+  if (dev == Cuda) {
+    check_cuda_impl("fan", impl);
+#ifdef FELA_HAVE_CUDA
+    cuda::fan_forward(y.data<BFloat16>(), p.data<BFloat16>(), l.data<BFloat16>(), R, dp, dl);
+#else
+    fail_no_cuda("fan");
+#endif
+    return;
+  }
   dispatch_float(p.dtype(), "fan", [&]<class T>() {
     auto f = impl == Impl::Ref ? ref::fan_forward<T> : cpu::fan_forward<T>;
     f(y.data<T>(), p.data<T>(), l.data<T>(), R, dp, dl);
@@ -42,7 +56,21 @@ void fan_backward(Tensor dp, Tensor dl, const Tensor& dy, const Tensor& p, Impl 
   const int64_t R = fan_rows(p), dpw = p.size(-1), dlw = dl.size(-1);
   FELA_CHECK(dy.size(-1) == 2 * dpw + dlw, "[fan] dy has ", dy.size(-1),
              " columns, need 2 dp + dl = ", 2 * dpw + dlw);
-  check_same_float("fan", {&p, &dy, &dp, &dl});
+  using enum DType;
+  using enum Device;
+  const Device dev = check_signature(
+      "fan", {{"p", &p}, {"dy", &dy}, {"dp", &dp}, {"dl", &dl}},
+      {{Cpu, F32, F32, F32, F32}, {Cpu, F64, F64, F64, F64}, {Cuda, BF16, BF16, BF16, BF16}});
+  if (dev == Cuda) {
+    check_cuda_impl("fan", impl);
+#ifdef FELA_HAVE_CUDA
+    cuda::fan_backward(dp.data<BFloat16>(), dl.data<BFloat16>(), dy.data<BFloat16>(),
+                       p.data<BFloat16>(), R, dpw, dlw);
+#else
+    fail_no_cuda("fan");
+#endif
+    return;
+  }
   dispatch_float(p.dtype(), "fan", [&]<class T>() {
     auto f = impl == Impl::Ref ? ref::fan_backward<T> : cpu::fan_backward<T>;
     f(dp.data<T>(), dl.data<T>(), dy.data<T>(), p.data<T>(), R, dpw, dlw);

@@ -1,0 +1,116 @@
+// GLA's log-decay gate on the GPU: x bf16, bias b and its gradient fp32, a and da bf16 or fp32,
+// fp32 math.
+//   forward    elementwise, grid-stride: a = logsigmoid(x + b) / normalizer.
+//   backward   tiles of 32 columns x a chunk of rows: each element's g = da sigmoid(-(x + b)) /
+//              normalizer is written to dx and summed, in a fixed order, into a per-chunk partial
+//              of db; then one pass adds the chunks in order to db. Deterministic, no atomics.
+#include <algorithm>
+
+#include "fela/ops/cuda/common.cuh"
+#include "fela/ops/decay_gate.h"
+
+namespace fela::ops::cuda {
+
+namespace {
+constexpr int kThreads = 256;
+constexpr int kMinChunk = 64;     // rows per partial sum of db, at least
+constexpr int kMaxChunks = 1024;  // partial sums of db, at most: bounds the scratch to 4 KiB * n
+constexpr int kTileY = 8;         // threads down the rows of a tile
+
+// a[r, i] = logsigmoid(x[r, i] + b[i]) / normalizer; logsigmoid(z) = min(z, 0) -
+// log1p(exp(-|z|)) never overflows.
+template <class TA>
+__global__ void decay_gate_forward_kernel(TA* a, const __nv_bfloat16* x, const float* b,
+                                          int64_t total, int64_t n, float normalizer) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < total;
+       k += int64_t(gridDim.x) * blockDim.x) {
+    const float z = load(x, k) + b[k % n];
+    store(a, k, (fminf(z, 0.f) - log1pf(expf(-fabsf(z)))) / normalizer);
+  }
+}
+
+// Block (column tile blockIdx.x, row chunk blockIdx.y), threads (32 columns, kTileY rows):
+// dx[r, i] = g = da[r, i] / (1 + exp(x[r, i] + b[i])) / normalizer for the chunk's rows, and
+// partial[chunk, i] = their sum. dx may alias da: each element is read, then written, by one
+// thread.
+template <class TD>
+__global__ void decay_gate_backward_kernel(float* partial, __nv_bfloat16* dx, const TD* da,
+                                           const __nv_bfloat16* x, const float* b, int64_t R,
+                                           int64_t n, int64_t chunk, float normalizer) {
+  __shared__ float tile[kTileY][33];
+  const int64_t i = blockIdx.x * int64_t(32) + threadIdx.x;
+  const int64_t r0 = blockIdx.y * chunk, r1 = min(r0 + chunk, R);
+  float acc = 0.f;
+  if (i < n) {
+    const float bi = b[i];
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kTileY) {
+      const int64_t k = r * n + i;
+      const float g = load(da, k) / (1.f + expf(load(x, k) + bi)) / normalizer;
+      store(dx, k, g);
+      acc += g;
+    }
+  }
+  tile[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && i < n) {
+    float s = 0.f;
+    for (int j = 0; j < kTileY; ++j) s += tile[j][threadIdx.x];
+    partial[blockIdx.y * n + i] = s;
+  }
+}
+
+// db[i] += sum over chunks of partial[chunk, i], chunks in order.
+__global__ void decay_gate_db_reduce_kernel(float* db, const float* partial, int64_t chunks,
+                                            int64_t n) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  float s = 0.f;
+  for (int64_t c = 0; c < chunks; ++c) s += partial[c * n + i];
+  db[i] += s;
+}
+
+template <class TA>
+void forward(TA* a, const BFloat16* x, const float* b, int64_t R, int64_t n, double normalizer) {
+  const int64_t total = R * n;
+  if (total == 0) return;
+  decay_gate_forward_kernel<<<grid_for(total, kThreads), kThreads, 0, stream()>>>(
+      a, dev(x), b, total, n, float(normalizer));
+  CUDA_CHECK_LAUNCH();
+}
+
+template <class TD>
+void backward(BFloat16* dx, float* db, const TD* da, const BFloat16* x, const float* b, int64_t R,
+              int64_t n, double normalizer) {
+  if (R == 0 || n == 0) return;
+  const int64_t chunk = std::max<int64_t>(kMinChunk, (R + kMaxChunks - 1) / kMaxChunks);
+  const int64_t chunks = (R + chunk - 1) / chunk;
+  Scratch partial(size_t(chunks * n) * sizeof(float));          // [chunks, n]
+  const dim3 tiles(unsigned((n + 31) / 32), unsigned(chunks));  // (column tile, row chunk)
+  decay_gate_backward_kernel<<<tiles, dim3(32, kTileY), 0, stream()>>>(
+      partial.as<float>(), dev(dx), da, dev(x), b, R, n, chunk, float(normalizer));
+  CUDA_CHECK_LAUNCH();
+  decay_gate_db_reduce_kernel<<<unsigned((n + 255) / 256), 256, 0, stream()>>>(
+      db, partial.as<float>(), chunks, n);
+  CUDA_CHECK_LAUNCH();
+}
+}  // namespace
+
+void decay_gate_forward(BFloat16* a, const BFloat16* x, const float* b, int64_t R, int64_t n,
+                        double normalizer) {
+  forward(dev(a), x, b, R, n, normalizer);
+}
+void decay_gate_forward(float* a, const BFloat16* x, const float* b, int64_t R, int64_t n,
+                        double normalizer) {
+  forward(a, x, b, R, n, normalizer);
+}
+
+void decay_gate_backward(BFloat16* dx, float* db, const BFloat16* da, const BFloat16* x,
+                         const float* b, int64_t R, int64_t n, double normalizer) {
+  backward(dx, db, dev(da), x, b, R, n, normalizer);
+}
+void decay_gate_backward(BFloat16* dx, float* db, const float* da, const BFloat16* x,
+                         const float* b, int64_t R, int64_t n, double normalizer) {
+  backward(dx, db, da, x, b, R, n, normalizer);
+}
+
+}  // namespace fela::ops::cuda
