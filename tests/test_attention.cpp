@@ -43,23 +43,8 @@ Array tokens(const Tensor& t, int64_t n0, int64_t n1) {
   return out;
 }
 
-// A copy of t (any float dtype) with every value set to NaN: outputs must be overwritten.
-Array nan_like(const Tensor& t) {
-  Array a = Array::empty(t.dtype(), t.shape());
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    if (t.dtype() == DType::F32)
-      a.data<float>()[i] = std::numeric_limits<float>::quiet_NaN();
-    else
-      a.data<double>()[i] = std::numeric_limits<double>::quiet_NaN();
-  }
-  return a;
-}
+Array nan_like(const Tensor& t) { return nan_array(t.dtype(), t.shape()); }
 
-Array copy_of(const Tensor& t) {
-  Array a = Array::empty(t.dtype(), t.shape());
-  std::memcpy(a.view().raw(), t.raw(), t.bytes());
-  return a;
-}
 
 // ---------------------------------------------------------------------------------------------
 // RoPE

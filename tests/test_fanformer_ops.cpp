@@ -30,22 +30,7 @@ const Impl kImpls[] = {Impl::Ref, Impl::Fast};
 const char* name(Impl impl) { return impl == Impl::Ref ? "ref" : "fast"; }
 
 // An array of t's dtype and shape with every value NaN: outputs must overwrite all of it.
-Array nan_array(DType dt, Shape s) {
-  Array a = Array::empty(dt, s);
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    if (dt == DType::F32)
-      a.data<float>()[i] = std::numeric_limits<float>::quiet_NaN();
-    else
-      a.data<double>()[i] = std::numeric_limits<double>::quiet_NaN();
-  }
-  return a;
-}
 
-Array copy_of(const Tensor& t) {
-  Array a = Array::empty(t.dtype(), t.shape());
-  std::memcpy(a.view().raw(), t.raw(), t.bytes());
-  return a;
-}
 
 // Runs f with omp's thread count set to n, then restores it.
 template <class F>

@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include "fela/model/model.h"
@@ -23,6 +25,21 @@ Array random_array(DType dt, Shape s, Rng& rng, double scale) {
     else
       a.data<double>()[i] = v;
   }
+  return a;
+}
+
+Array nan_array(DType dt, Shape s) {
+  Array a = Array::empty(dt, s);
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    if (dt == DType::F32) a.data<float>()[i] = std::numeric_limits<float>::quiet_NaN();
+    else a.data<double>()[i] = std::numeric_limits<double>::quiet_NaN();
+  }
+  return a;
+}
+
+Array copy_of(const Tensor& t) {
+  Array a = Array::empty(t.dtype(), t.shape());
+  std::memcpy(a.view().raw(), t.raw(), t.bytes());
   return a;
 }
 

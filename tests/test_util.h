@@ -16,6 +16,10 @@ namespace fela::test {
 
 // An array of normal(0, scale) values (float or double).
 Array random_array(DType dt, Shape s, Rng& rng, double scale = 1.0);
+// An array of t's dtype and shape (f32 or f64) filled with NaN: outputs must overwrite it.
+Array nan_array(DType dt, Shape s);
+// A copy of t (same dtype, shape and bytes).
+Array copy_of(const Tensor& t);
 // A copy of t converted to double (CPU).
 std::vector<double> to_doubles(const Tensor& t);
 // sum_i a_i * b_i in double.

@@ -51,15 +51,6 @@ __global__ void channel_scale_backward_kernel(float* partial, __nv_bfloat16* dx,
   }
 }
 
-// dg[c] += sum over chunks of partial[chunk, c], chunks in order.
-__global__ void channel_scale_dg_reduce_kernel(float* dg, const float* partial, int64_t chunks,
-                                               int64_t d) {
-  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (c >= d) return;
-  float s = 0.f;
-  for (int64_t k = 0; k < chunks; ++k) s += partial[k * d + c];
-  dg[c] += s;
-}
 }  // namespace
 
 void channel_scale_forward(BFloat16* y, const BFloat16* x, const float* g, int64_t R, int64_t d) {
@@ -80,7 +71,7 @@ void channel_scale_backward(BFloat16* dx, float* dg, const BFloat16* dy, const B
   channel_scale_backward_kernel<<<tiles, dim3(32, kTileY), 0, stream()>>>(
       partial.as<float>(), dev(dx), dev(dy), dev(x), g, R, d, chunk);
   CUDA_CHECK_LAUNCH();
-  channel_scale_dg_reduce_kernel<<<unsigned((d + 255) / 256), 256, 0, stream()>>>(
+  add_chunk_sums_kernel<<<unsigned((d + 255) / 256), 256, 0, stream()>>>(
       dg, partial.as<float>(), chunks, d);
   CUDA_CHECK_LAUNCH();
 }

@@ -75,4 +75,16 @@ class Scratch {
   void* p_ = nullptr;
 };
 
+// out[i] += sum over chunks of partial[chunk, i], chunks in order: the second, deterministic
+// step of the per-column reductions (parameter gradients of rmsnorm, decay_gate, channel_scale),
+// whose first step writes one partial sum per row chunk without atomics.
+static __global__ void add_chunk_sums_kernel(float* out, const float* partial, int64_t chunks,
+                                             int64_t n) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  float s = 0.f;
+  for (int64_t c = 0; c < chunks; ++c) s += partial[c * n + i];
+  out[i] += s;
+}
+
 }  // namespace fela::ops::cuda

@@ -59,15 +59,6 @@ __global__ void decay_gate_backward_kernel(float* partial, __nv_bfloat16* dx, co
   }
 }
 
-// db[i] += sum over chunks of partial[chunk, i], chunks in order.
-__global__ void decay_gate_db_reduce_kernel(float* db, const float* partial, int64_t chunks,
-                                            int64_t n) {
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= n) return;
-  float s = 0.f;
-  for (int64_t c = 0; c < chunks; ++c) s += partial[c * n + i];
-  db[i] += s;
-}
 
 template <class TA>
 void forward(TA* a, const BFloat16* x, const float* b, int64_t R, int64_t n, double normalizer) {
@@ -89,7 +80,7 @@ void backward(BFloat16* dx, float* db, const TD* da, const BFloat16* x, const fl
   decay_gate_backward_kernel<<<tiles, dim3(32, kTileY), 0, stream()>>>(
       partial.as<float>(), dev(dx), da, dev(x), b, R, n, chunk, float(normalizer));
   CUDA_CHECK_LAUNCH();
-  decay_gate_db_reduce_kernel<<<unsigned((n + 255) / 256), 256, 0, stream()>>>(
+  add_chunk_sums_kernel<<<unsigned((n + 255) / 256), 256, 0, stream()>>>(
       db, partial.as<float>(), chunks, n);
   CUDA_CHECK_LAUNCH();
 }

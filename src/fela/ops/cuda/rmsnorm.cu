@@ -52,15 +52,6 @@ __global__ void rmsnorm_dg_partial_kernel(float* partial, const __nv_bfloat16* d
   }
 }
 
-// dg[i] += sum over chunks of partial[chunk, i], chunks in order.
-__global__ void rmsnorm_dg_reduce_kernel(float* dg, const float* partial, int64_t chunks,
-                                         int64_t d) {
-  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
-  if (i >= d) return;
-  float s = 0.f;
-  for (int64_t c = 0; c < chunks; ++c) s += partial[c * d + i];
-  dg[i] += s;
-}
 
 // dx = rstd * (dy*g - x * rstd^2 * mean(dy*g*x)). dx may alias dy: the warp reads the whole row
 // for the dot product before any lane writes, and each lane writes only what it reads.
@@ -99,7 +90,7 @@ void rmsnorm_backward(BFloat16* dx, float* dg, const BFloat16* dy, const BFloat1
   rmsnorm_dg_partial_kernel<<<tiles, dim3(32, kTileY), 0, stream()>>>(partial.as<float>(), dev(dy),
                                                                       dev(x), rstd, R, d, chunk);
   CUDA_CHECK_LAUNCH();
-  rmsnorm_dg_reduce_kernel<<<unsigned((d + 255) / 256), 256, 0, stream()>>>(dg, partial.as<float>(),
+  add_chunk_sums_kernel<<<unsigned((d + 255) / 256), 256, 0, stream()>>>(dg, partial.as<float>(),
                                                                             chunks, d);
   CUDA_CHECK_LAUNCH();
   const int64_t blocks = (R + kWarps - 1) / kWarps;
