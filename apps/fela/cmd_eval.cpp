@@ -13,6 +13,7 @@
 #include "fela/core/threads.h"
 #include "fela/data/dataset.h"
 #include "fela/model/checkpoint.h"
+#include "fela/train/evaluate.h"
 
 namespace fela::cli {
 
@@ -23,15 +24,10 @@ struct EvalArgs {
   int threads = 0;
 };
 
-struct Totals {
-  double loss_sum = 0, bytes = 0;
-  int64_t tokens = 0, windows = 0;
-};
-
 // Scores windows of `ids` (inputs ids[w*N .. w*N+n), targets one ahead), each from a fresh
 // context, batching windows of equal length.
 void score_sequence(Model& m, const std::vector<int32_t>& ids, int64_t N, int64_t batch,
-                    const std::vector<int64_t>& token_bytes, Totals& t, Progress& bar) {
+                    const std::vector<int64_t>& token_bytes, EvalTotals& t, Progress& bar) {
   const int64_t predicted = int64_t(ids.size()) - 1;
   const int64_t full = predicted / N, rest = predicted % N;
   std::vector<int32_t> in, tgt;
@@ -41,13 +37,8 @@ void score_sequence(Model& m, const std::vector<int32_t>& ids, int64_t N, int64_
       for (int64_t i = 0; i < n; ++i) {
         in[b * n + i] = ids[(w0 + b) * N + i];
         tgt[b * n + i] = ids[(w0 + b) * N + i + 1];
-        t.bytes += double(token_bytes[tgt[b * n + i]]);
       }
-    m.forward(in.data(), nb, n);
-    double s = 0;
-    int64_t c = 0;
-    m.loss(tgt.data(), 0.0, &s, &c);
-    t.loss_sum += s, t.tokens += c, t.windows += nb;
+    score_windows(m, in.data(), tgt.data(), nb, n, token_bytes, t);
     bar.update(t.windows);
   };
   for (int64_t w0 = 0; w0 < full; w0 += batch) run(w0, std::min(batch, full - w0), N);
@@ -63,7 +54,7 @@ void run_eval(const EvalArgs& a) {
   const Config& c = model->config();
   auto tok = tokenizer_for(c.vocab);
   const std::vector<int64_t> token_bytes = token_byte_lengths(*tok);
-  Totals t;
+  EvalTotals t;
   if (!a.text.empty()) {
     const std::string text = read_text_arg(a.text);
     FELA_CHECK(!text.empty(), "[eval] ", a.text, " is empty");
@@ -80,31 +71,16 @@ void run_eval(const EvalArgs& a) {
                a.data, " was prepared with '", ds.vocab_name(), "'");
     const int64_t windows = ds.num_eval_windows(a.context);
     Progress bar("eval", windows, "", 10.0);
-    std::vector<int32_t> in(a.batch * a.context), tgt(a.batch * a.context);
-    for (int64_t w0 = 0; w0 < windows; w0 += a.batch) {
-      const int64_t nb = std::min(a.batch, windows - w0);
-      for (int64_t b = 0; b < nb; ++b)
-        ds.eval_window(w0 + b, a.context, &in[b * a.context], &tgt[b * a.context]);
-      for (int64_t i = 0; i < nb * a.context; ++i)
-        if (tgt[i] >= 0) t.bytes += double(token_bytes[tgt[i]]);
-      model->forward(in.data(), nb, a.context);
-      double s = 0;
-      int64_t n = 0;
-      model->loss(tgt.data(), 0.0, &s, &n);
-      t.loss_sum += s, t.tokens += n, t.windows += nb;
-      bar.update(t.windows);
-    }
+    score_dataset(*model, ds, token_bytes, a.context, a.batch, windows, t,
+                  [&](const EvalTotals& e) { bar.update(e.windows); });
     bar.finish();
   }
   FELA_CHECK(t.tokens > 0, "[eval] nothing to score");
-  const double loss = t.loss_sum / double(t.tokens);
-  const nlohmann::json out = {{"loss", loss},
-                              {"perplexity", std::exp(loss)},
-                              {"bpb", t.bytes > 0 ? t.loss_sum / std::log(2.0) / t.bytes : 0.0},
-                              {"tokens", t.tokens},
-                              {"bytes", int64_t(t.bytes)},
-                              {"windows", t.windows},
-                              {"context", a.context}};
+  const double loss = t.loss();
+  const nlohmann::json out = {
+      {"loss", loss},        {"perplexity", std::exp(loss)}, {"bpb", t.bpb()},
+      {"tokens", t.tokens},  {"bytes", int64_t(t.bytes)},    {"windows", t.windows},
+      {"context", a.context}};
   std::printf("%s\n", out.dump().c_str());
 }
 }  // namespace

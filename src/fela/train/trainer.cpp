@@ -19,6 +19,7 @@
 #include "fela/ops/dropout.h"
 #include "fela/tokenizer/tokenizer.h"
 #include "fela/train/adamw.h"
+#include "fela/train/evaluate.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -73,32 +74,6 @@ void truncate_metrics(const std::string& path, int64_t step) {
     kept += line + "\n";
   }
   io::write_file_atomic(path, kept);
-}
-
-struct Evaluation {
-  double loss = 0, bpb = 0;
-};
-
-// Mean loss and bits per byte over the first eval_batches x batch windows of the val split.
-Evaluation evaluate(Model& m, const Dataset& val, const std::vector<int64_t>& token_bytes,
-                    int64_t batch, int64_t seq, int64_t eval_batches) {
-  const int64_t windows = std::min(val.num_eval_windows(seq), eval_batches * batch);
-  std::vector<int32_t> in(batch * seq), tgt(batch * seq);
-  double loss_sum = 0, bytes = 0;
-  int64_t count = 0;
-  for (int64_t w0 = 0; w0 < windows; w0 += batch) {
-    const int64_t nb = std::min(batch, windows - w0);
-    for (int64_t b = 0; b < nb; ++b) val.eval_window(w0 + b, seq, &in[b * seq], &tgt[b * seq]);
-    for (int64_t i = 0; i < nb * seq; ++i)
-      if (tgt[i] >= 0) bytes += double(token_bytes[tgt[i]]);
-    m.forward(in.data(), nb, seq);
-    double s = 0;
-    int64_t n = 0;
-    m.loss(tgt.data(), 0.0, &s, &n);
-    loss_sum += s, count += n;
-  }
-  FELA_CHECK(count > 0, "[train] the validation split has no tokens");
-  return {loss_sum / double(count), bytes > 0 ? loss_sum / std::log(2.0) / bytes : 0.0};
 }
 
 }  // namespace
@@ -219,12 +194,16 @@ TrainResult train(const TrainOptions& opt) {
     const bool last = step == opt.steps || out_of_time || stop_requested() ||
                       (opt.stop_at > 0 && step >= opt.stop_at);
     if ((opt.eval_every > 0 && step % opt.eval_every == 0) || last) {
-      const Evaluation e = evaluate(*model, val_set, token_bytes, B, N, opt.eval_batches);
-      log_row({{"step", step}, {"val_loss", e.loss}, {"val_bpb", e.bpb}});
-      res.val_loss = e.loss, res.val_bpb = e.bpb;
+      // the first eval_batches x batch windows of the validation split
+      EvalTotals e;
+      score_dataset(*model, val_set, token_bytes, N, B,
+                    std::min(val_set.num_eval_windows(N), opt.eval_batches * B), e);
+      FELA_CHECK(e.tokens > 0, "[train] the validation split has no tokens");
+      log_row({{"step", step}, {"val_loss", e.loss()}, {"val_bpb", e.bpb()}});
+      res.val_loss = e.loss(), res.val_bpb = e.bpb();
       if (opt.verbose) {
         std::printf("step %6lld | loss %.4f | val loss %.4f | val bpb %.4f\n", (long long)step,
-                    loss, e.loss, e.bpb);
+                    loss, e.loss(), e.bpb());
         std::fflush(stdout);
       }
     }
