@@ -138,7 +138,6 @@ struct Model::Acts {
   Pool pool;
   int64_t B = 0, N = 0;
   Array tokens;  // [B*N] int32
-  int64_t loss_count = 0;
   bool loss_has_grad = false;
   Tensor get(int layer, const std::string& key, Shape s) { return pool.get(layer, key, s); }
 };
@@ -410,7 +409,6 @@ double Model::loss(const int32_t* targets, double grad_scale, double* loss_sum, 
     }
   }
   A.loss_has_grad = grad_scale != 0;
-  A.loss_count = n;
   if (loss_sum) *loss_sum = sum;
   if (count) *count = n;
   return sum / double(n);
