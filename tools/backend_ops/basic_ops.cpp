@@ -1,32 +1,10 @@
-// backend_ops: runs every CUDA op, forward and backward, on fresh random inputs at several shapes
-// (odd sizes included) and compares each output with the CPU oracle (ops::Impl::Ref in double)
-// computed from the same bf16-rounded inputs. Prints one markdown table row per output and exits
-// non-zero on any miss, NaN or overwritten guard.
-//
-// Error: norm-wise relative error ||gpu - oracle|| / ||oracle||.
-// Tolerance (STYLE.md's rule): 2 x the error of a same-precision naive version + 1e-5, where the
-// naive version is the exact result rounded once to the output's storage type (bf16 or fp32):
-// the best any kernel storing that type can do. The floor covers fp32 summation order.
-// Guards: every device buffer has 64 poisoned elements (NaN bit patterns) on each side; outputs
-// start poisoned too unless the op accumulates into them, so unwritten elements show as NaN.
-//
-// Usage: backend_ops [--seed N] [--quick]
-//   --seed N   rerun with the inputs of an earlier run (default: a fresh seed, printed)
-//   --quick    only the shapes of at most 2^20 elements (for compute-sanitizer)
+// backend_ops checks of the elementwise, normalisation, GEMM, embedding and loss ops.
 #include <array>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <ctime>
-#include <functional>
-#include <random>
-#include <string>
-#include <vector>
 
-#include "fela/core/cuda.h"
-#include "fela/core/rng.h"
-#include "fela/core/tensor.h"
+#include "check.h"
+#include "fela/core/bf16.h"
 #include "fela/ops/add.h"
 #include "fela/ops/channel_scale.h"
 #include "fela/ops/cross_entropy.h"
@@ -39,180 +17,13 @@
 #include "fela/ops/silu.h"
 #include "fela/ops/swiglu.h"
 
-using namespace fela;
+namespace fela::backend_ops {
+namespace {
+
 using ops::GradMode;
 using ops::Impl;
 using ops::Layout;
-using Vec = std::vector<double>;
 
-namespace {
-
-constexpr double kFloor = 1e-5;
-constexpr int64_t kGuard = 64;  // poisoned elements before and after every device buffer
-
-// ---- host values ----------------------------------------------------------------------------
-
-Vec normal(int64_t n, Rng& rng, double scale = 1.0, double mean = 0.0) {
-  Vec v(static_cast<size_t>(n));
-  for (double& x : v) x = mean + scale * rng.normal();
-  return v;
-}
-
-// The value a tensor of dtype dt stores for x.
-double stored(double x, DType dt) {
-  if (dt == DType::BF16) return float(BFloat16(float(x)));
-  if (dt == DType::F32) return float(x);
-  return x;
-}
-
-Vec rounded(Vec v, DType dt) {
-  for (double& x : v) x = stored(x, dt);
-  return v;
-}
-
-// ||a - b|| / max(||a||, ||b||): NaN anywhere gives NaN.
-double rel_err(const Vec& a, const Vec& b) {
-  double d = 0, na = 0, nb = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    d += (a[i] - b[i]) * (a[i] - b[i]);
-    na += a[i] * a[i];
-    nb += b[i] * b[i];
-  }
-  const double n = std::sqrt(std::max(na, nb));
-  return n > 0 ? std::sqrt(d) / n : std::sqrt(d);
-}
-
-// A double CPU array holding v, for the oracle.
-Array host_f64(const Vec& v, Shape s) {
-  Array a = Array::empty(DType::F64, s);
-  std::copy(v.begin(), v.end(), a.data<double>());
-  return a;
-}
-
-Vec values(const Tensor& t) {
-  const double* p = t.data<double>();
-  return Vec(p, p + t.numel());
-}
-
-Array host_i32(const std::vector<int32_t>& v) {
-  Array a = Array::empty(DType::I32, {int64_t(v.size())});
-  std::copy(v.begin(), v.end(), a.data<int32_t>());
-  return a;
-}
-
-// ---- guarded device buffers -------------------------------------------------------------------
-
-// NaN bit patterns that no kernel writes, so a changed guard or an unwritten output shows.
-void poison(void* p, DType dt, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    if (dt == DType::BF16) {
-      static_cast<uint16_t*>(p)[i] = 0x7fa5;
-    } else {
-      const uint32_t bits = 0x7fa5a5a5;
-      std::memcpy(static_cast<char*>(p) + 4 * i, &bits, 4);
-    }
-  }
-}
-
-struct DeviceBuf {
-  Array mem;    // [kGuard + n + kGuard] on the GPU
-  Tensor view;  // the n elements in the middle
-  DType dtype;
-  int64_t n;
-};
-
-// A device buffer of shape s and dtype dt whose middle holds v (stored as dt), or poison when v
-// is empty.
-DeviceBuf device_buf(DType dt, Shape s, const Vec& v = {}) {
-  const int64_t n = s.numel();
-  Array host = Array::empty(dt, {n + 2 * kGuard});
-  poison(host.view().raw(), dt, n + 2 * kGuard);
-  char* mid = static_cast<char*>(host.view().raw()) + kGuard * dtype_size(dt);
-  for (int64_t i = 0; i < int64_t(v.size()); ++i) {
-    if (dt == DType::BF16)
-      reinterpret_cast<BFloat16*>(mid)[i] = BFloat16(float(v[i]));
-    else if (dt == DType::F32)
-      reinterpret_cast<float*>(mid)[i] = float(v[i]);
-    else
-      reinterpret_cast<int32_t*>(mid)[i] = int32_t(v[i]);
-  }
-  DeviceBuf b{Array::empty(dt, {n + 2 * kGuard}, Device::Cuda), Tensor(), dt, n};
-  tensor_copy(b.mem, host);
-  b.view =
-      Tensor(static_cast<char*>(b.mem.view().raw()) + kGuard * dtype_size(dt), dt, s, Device::Cuda);
-  return b;
-}
-
-DeviceBuf device_tokens(const std::vector<int32_t>& t) {
-  return device_buf(DType::I32, {int64_t(t.size())}, Vec(t.begin(), t.end()));
-}
-
-struct Readback {
-  Vec values;
-  int64_t nan = 0;
-  bool guards_ok = true;
-};
-
-Readback read_back(const DeviceBuf& b) {
-  cuda::synchronize();  // a kernel fault surfaces here, not in a later op
-  Array host = Array::empty(b.dtype, {b.n + 2 * kGuard});
-  tensor_copy(host, b.mem);
-  Array fresh = Array::empty(b.dtype, {kGuard});
-  poison(fresh.view().raw(), b.dtype, kGuard);
-  const size_t es = dtype_size(b.dtype), gb = size_t(kGuard) * es;
-  const char* p = static_cast<const char*>(host.view().raw());
-  Readback r;
-  r.guards_ok = std::memcmp(p, fresh.view().raw(), gb) == 0 &&
-                std::memcmp(p + gb + size_t(b.n) * es, fresh.view().raw(), gb) == 0;
-  r.values.resize(size_t(b.n));
-  for (int64_t i = 0; i < b.n; ++i) {
-    const char* e = p + gb + size_t(i) * es;
-    double x = 0;
-    if (b.dtype == DType::BF16)
-      x = float(*reinterpret_cast<const BFloat16*>(e));
-    else
-      x = *reinterpret_cast<const float*>(e);
-    r.values[size_t(i)] = x;
-    if (!std::isfinite(x)) ++r.nan;
-  }
-  return r;
-}
-
-// ---- the table ---------------------------------------------------------------------------------
-
-struct Row {
-  std::string op, shape, dir, out;
-  double err, naive, tol;
-  int64_t nan;
-  bool guards_ok;
-  bool pass() const { return err <= tol && nan == 0 && guards_ok; }
-};
-std::vector<Row> g_rows;
-
-void check(const std::string& op, const std::string& shape, const std::string& dir,
-           const std::string& out, const DeviceBuf& got, const Vec& oracle) {
-  const Readback r = read_back(got);
-  const double naive = rel_err(rounded(oracle, got.dtype), oracle);
-  Row row{op,    shape,      dir, out, rel_err(r.values, oracle), naive, 2 * naive + kFloor,
-          r.nan, r.guards_ok};
-  std::printf("| %s | %s | %s | %s %s | %.2e | %.2e | %.2e | %s | %s | %s |\n", op.c_str(),
-              shape.c_str(), dir.c_str(), out.c_str(), std::string(dtype_name(got.dtype)).c_str(),
-              row.err, row.naive, row.tol, row.nan ? "NaN" : "ok",
-              row.guards_ok ? "ok" : "OVERWRITTEN", row.pass() ? "PASS" : "**FAIL**");
-  std::fflush(stdout);
-  g_rows.push_back(row);
-}
-
-std::string dims(std::initializer_list<int64_t> d) {
-  std::string s;
-  for (int64_t x : d) {
-    if (!s.empty()) s += 'x';
-    s += std::to_string(x);
-  }
-  return s;
-}
-
-// ---- the ops -----------------------------------------------------------------------------------
 
 void check_linear(int64_t R, int64_t in, int64_t out, Layout lay, GradMode mode, Rng& rng) {
   const Shape ws = lay == Layout::InOut ? Shape{in, out} : Shape{out, in};
@@ -478,7 +289,7 @@ void check_dropout_mask(const std::string& shape, const std::string& dir, const 
               (long long)wrong, row.nan ? "NaN" : "ok", row.guards_ok ? "ok" : "OVERWRITTEN",
               row.pass() ? "PASS" : "**FAIL**");
   std::fflush(stdout);
-  g_rows.push_back(row);
+  add_row(row);
 }
 
 void check_dropout(int64_t n, double p, DType dt, Rng& rng) {
@@ -499,103 +310,87 @@ void check_dropout(int64_t n, double p, DType dt, Rng& rng) {
   check_dropout_mask(shape, "backward, dx = dy", gdy, p, seed);
 }
 
-}  // namespace
+FELA_BACKEND_CHECKS(10, "linear", "linear R x in x out", [](Context& c) {
+  for (auto [R, in, out] :
+       {std::array<int64_t, 3>{1, 1, 1}, {31, 33, 129}, {129, 31, 33}, {256, 768, 2304}})
+    for (Layout lay : {Layout::InOut, Layout::OutIn})
+      if (c.run(in * out))
+        check_linear(R, in, out, lay, lay == Layout::OutIn ? GradMode::Add : GradMode::Write,
+                     c.rng);
+  if (c.run(64 * 50257)) check_linear(33, 64, 50257, Layout::OutIn, GradMode::Write, c.rng);
+});
 
-int main(int argc, char** argv) {
-  uint64_t seed = std::random_device{}() ^
-                  uint64_t(std::chrono::steady_clock::now().time_since_epoch().count());
-  bool quick = false;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
-      seed = std::strtoull(argv[++i], nullptr, 10);
-    } else if (std::strcmp(argv[i], "--quick") == 0) {
-      quick = true;
-    } else {
-      std::fprintf(stderr, "usage: backend_ops [--seed N] [--quick]\n");
-      return 2;
-    }
+FELA_BACKEND_CHECKS(20, "rmsnorm", "rmsnorm R x d", [](Context& c) {
+  for (auto [R, d] : {std::array<int64_t, 2>{1, 1},
+                      {31, 1},
+                      {31, 33},
+                      {129, 129},
+                      {33, 4097},
+                      {2048, 768},
+                      {70001, 64}})
+    if (c.run(R * d)) check_rmsnorm(R, d, c.rng);
+});
+
+FELA_BACKEND_CHECKS(30, "swiglu", "swiglu n", [](Context& c) {
+  for (int64_t n : {1, 31, 33, 129, 1000003})
+    if (c.run(n)) check_swiglu(n, c.rng);
+});
+
+FELA_BACKEND_CHECKS(40, "embedding", "embedding R x V x d", [](Context& c) {
+  for (auto [R, V, d] :
+       {std::array<int64_t, 3>{1, 1, 1}, {31, 33, 129}, {129, 7, 31}, {1024, 50257, 768}})
+    if (c.run(V * d)) check_embedding(R, V, d, c.rng);
+});
+
+FELA_BACKEND_CHECKS(50, "cross_entropy", "cross_entropy R x V", [](Context& c) {
+  for (auto [R, V] : {std::array<int64_t, 2>{1, 1}, {31, 33}, {33, 129}, {129, 31}, {64, 50257}})
+    if (c.run(R * V)) check_cross_entropy(R, V, c.rng);
+});
+
+FELA_BACKEND_CHECKS(60, "add", "add n", [](Context& c) {
+  for (int64_t n : {1, 31, 33, 129, 1000003})
+    if (c.run(n)) check_add(n, c.rng);
+});
+
+FELA_BACKEND_CHECKS(70, "silu", "silu n", [](Context& c) {
+  for (int64_t n : {1, 31, 33, 129, 1000003})
+    if (c.run(n)) check_silu(n, c.rng);
+});
+
+FELA_BACKEND_CHECKS(80, "decay_gate", "decay_gate R x n", [](Context& c) {
+  for (auto [R, n] :
+       {std::array<int64_t, 2>{1, 1}, {31, 1}, {31, 33}, {129, 129}, {33, 4097}, {70001, 64}})
+    if (c.run(R * n)) check_decay_gate(R, n, c.rng);
+});
+
+FELA_BACKEND_CHECKS(90, "channel_scale", "channel_scale R x d", [](Context& c) {
+  for (auto [R, d] : {std::array<int64_t, 2>{1, 1},
+                      {31, 1},
+                      {31, 33},
+                      {129, 129},
+                      {33, 4097},
+                      {2048, 768},
+                      {70001, 64}})
+    if (c.run(R * d)) check_channel_scale(R, d, c.rng);
+});
+
+FELA_BACKEND_CHECKS(100, "fan", "fan R x dp x dl", [](Context& c) {
+  for (auto [R, dp, dl] : {std::array<int64_t, 3>{1, 1, 1},
+                           {31, 33, 129},
+                           {129, 31, 33},
+                           {33, 129, 1},
+                           {2048, 192, 384}})
+    if (c.run(R * (2 * dp + dl))) check_fan(R, dp, dl, c.rng);
+});
+
+FELA_BACKEND_CHECKS(110, "dropout", "dropout n", [](Context& c) {
+  for (int64_t n : {1, 31, 33, 129, 1000003}) {
+    if (!c.run(n)) continue;
+    check_dropout(n, 0.35, DType::BF16, c.rng);
+    if (n == 129) check_dropout(n, 0.0, DType::BF16, c.rng);
+    if (n == 1000003) check_dropout(n, 0.1, DType::F32, c.rng);
   }
-  const auto run = [&](int64_t elements) { return !quick || elements <= (int64_t(1) << 20); };
-  try {
-    if (cuda::device_count() == 0) {
-      std::fprintf(stderr, "backend_ops: no CUDA device\n");
-      return 1;
-    }
-    char date[32];
-    const std::time_t now = std::time(nullptr);
-    std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
-    std::printf("backend_ops: CUDA ops against the CPU oracle (Impl::Ref, double)\n");
-    std::printf("device: %s; date: %s; seed: %llu\n", cuda::device_description().c_str(), date,
-                (unsigned long long)seed);
-    std::printf(
-        "error = ||gpu - oracle|| / ||oracle||; tol = 2 x naive + %.0e, naive = oracle "
-        "rounded once to the output's dtype\n",
-        kFloor);
-    std::printf(
-        "shapes: linear R x in x out, rmsnorm R x d, swiglu n, embedding R x V x d, "
-        "cross_entropy R x V, add n, silu n, decay_gate R x n, channel_scale R x d, fan R x dp x "
-        "dl, "
-        "dropout n\n\n");
-    std::printf(
-        "| op | shape | direction | output | rel. error | naive | tolerance | NaN | "
-        "guards | result |\n|---|---|---|---|---|---|---|---|---|---|\n");
-    Rng rng(seed);
-    for (auto [R, in, out] :
-         {std::array<int64_t, 3>{1, 1, 1}, {31, 33, 129}, {129, 31, 33}, {256, 768, 2304}})
-      for (Layout lay : {Layout::InOut, Layout::OutIn})
-        if (run(in * out))
-          check_linear(R, in, out, lay, lay == Layout::OutIn ? GradMode::Add : GradMode::Write,
-                       rng);
-    if (run(64 * 50257))
-      check_linear(33, 64, 50257, Layout::OutIn, GradMode::Write, rng);  // lm head
-    for (auto [R, d] : {std::array<int64_t, 2>{1, 1},
-                        {31, 1},
-                        {31, 33},
-                        {129, 129},
-                        {33, 4097},
-                        {2048, 768},
-                        {70001, 64}})
-      if (run(R * d)) check_rmsnorm(R, d, rng);
-    for (int64_t n : {1, 31, 33, 129, 1000003})
-      if (run(n)) check_swiglu(n, rng);
-    for (auto [R, V, d] :
-         {std::array<int64_t, 3>{1, 1, 1}, {31, 33, 129}, {129, 7, 31}, {1024, 50257, 768}})
-      if (run(V * d)) check_embedding(R, V, d, rng);
-    for (auto [R, V] : {std::array<int64_t, 2>{1, 1}, {31, 33}, {33, 129}, {129, 31}, {64, 50257}})
-      if (run(R * V)) check_cross_entropy(R, V, rng);
-    for (int64_t n : {1, 31, 33, 129, 1000003})
-      if (run(n)) check_add(n, rng);
-    for (int64_t n : {1, 31, 33, 129, 1000003})
-      if (run(n)) check_silu(n, rng);
-    for (auto [R, n] :
-         {std::array<int64_t, 2>{1, 1}, {31, 1}, {31, 33}, {129, 129}, {33, 4097}, {70001, 64}})
-      if (run(R * n)) check_decay_gate(R, n, rng);
-    for (auto [R, d] : {std::array<int64_t, 2>{1, 1},
-                        {31, 1},
-                        {31, 33},
-                        {129, 129},
-                        {33, 4097},
-                        {2048, 768},
-                        {70001, 64}})
-      if (run(R * d)) check_channel_scale(R, d, rng);
-    for (auto [R, dp, dl] : {std::array<int64_t, 3>{1, 1, 1},
-                             {31, 33, 129},
-                             {129, 31, 33},
-                             {33, 129, 1},
-                             {2048, 192, 384}})
-      if (run(R * (2 * dp + dl))) check_fan(R, dp, dl, rng);
-    for (int64_t n : {1, 31, 33, 129, 1000003}) {
-      if (!run(n)) continue;
-      check_dropout(n, 0.35, DType::BF16, rng);
-      if (n == 129) check_dropout(n, 0.0, DType::BF16, rng);
-      if (n == 1000003) check_dropout(n, 0.1, DType::F32, rng);
-    }
-  } catch (const Error& e) {
-    std::fprintf(stderr, "backend_ops: %s\n", e.what());
-    return 1;
-  }
-  int failed = 0;
-  for (const Row& r : g_rows) failed += !r.pass();
-  std::printf("\n%zu checks, %d failed\n", g_rows.size(), failed);
-  return failed ? 1 : 0;
-}
+});
+
+}  // namespace
+}  // namespace fela::backend_ops
