@@ -19,7 +19,7 @@ namespace fela::cli {
 
 namespace {
 struct EvalArgs {
-  std::string checkpoint, text, data, split = "val";
+  std::string checkpoint, text, data, split = "val", device = "cpu";
   int64_t context = 1024, batch = 4;
   int threads = 0;
 };
@@ -50,7 +50,9 @@ void run_eval(const EvalArgs& a) {
   FELA_CHECK(a.context >= 1, "[eval] --context must be positive, got ", a.context);
   FELA_CHECK(a.batch >= 1, "[eval] --batch must be positive, got ", a.batch);
   FELA_CHECK(a.text.empty() != a.data.empty(), "[eval] give exactly one of --text and --data");
-  auto model = load_checkpoint(a.checkpoint);
+  const Device device = parse_device(a.device);
+  auto model = load_checkpoint(a.checkpoint, device == Device::Cpu ? DType::F32 : DType::BF16,
+                               device);
   const Config& c = model->config();
   auto tok = tokenizer_for(c.vocab);
   const std::vector<int64_t> token_bytes = token_byte_lengths(*tok);
@@ -101,6 +103,9 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--split", a->split, "Split of --data to score")->capture_default_str();
   cmd->add_option("--context", a->context, "Tokens per window")->capture_default_str();
   cmd->add_option("--batch", a->batch, "Windows per forward pass")->capture_default_str();
+  cmd->add_option("--device", a->device, "cpu, or cuda (bf16 compute)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   add_threads_option(cmd, a->threads);
   cmd->callback([a] { run_eval(*a); });
 }

@@ -43,6 +43,11 @@ void register_train(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed for initialisation and data order")
       ->capture_default_str();
+  cmd->add_option("--device", o->device, "cpu, or cuda (bf16 compute, fp32 master weights)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+  cmd->add_flag("--recompute", o->recompute,
+                "Recompute activations in backward instead of keeping them (less memory)");
   cmd->add_flag("--resume", o->resume, "Continue the run in --out from its checkpoint");
   cmd->add_flag("!--no-progress", o->progress, "No progress bar");
   add_threads_option(cmd, o->threads);

@@ -10,7 +10,6 @@
 
 namespace fela::backend_ops {
 
-
 // ---- host values ----------------------------------------------------------------------------
 
 Vec normal(int64_t n, Rng& rng, double scale, double mean) {
@@ -75,7 +74,6 @@ void poison(void* p, DType dt, int64_t n) {
   }
 }
 
-
 // A device buffer of shape s and dtype dt whose middle holds v (stored as dt), or poison when v
 // is empty.
 DeviceBuf device_buf(DType dt, Shape s, const Vec& v) {
@@ -101,7 +99,6 @@ DeviceBuf device_buf(DType dt, Shape s, const Vec& v) {
 DeviceBuf device_tokens(const std::vector<int32_t>& t) {
   return device_buf(DType::I32, {int64_t(t.size())}, Vec(t.begin(), t.end()));
 }
-
 
 Readback read_back(const DeviceBuf& b) {
   cuda::synchronize();  // a kernel fault surfaces here, not in a later op
@@ -129,7 +126,6 @@ Readback read_back(const DeviceBuf& b) {
 }
 
 // ---- the table ---------------------------------------------------------------------------------
-
 
 void check(const std::string& op, const std::string& shape, const std::string& dir,
            const std::string& out, const DeviceBuf& got, const Vec& oracle) {

@@ -71,7 +71,7 @@ void check(const std::string& op, const std::string& shape, const std::string& d
 void check_tol(const std::string& op, const std::string& shape, const std::string& dir,
                const std::string& out, const DeviceBuf& got, const Vec& oracle, double tol,
                const std::string& why);
-void add_row(const Row& row);  // a row computed by the caller (printed by it)
+void add_row(const Row& row);                        // a row computed by the caller (printed by it)
 std::string dims(std::initializer_list<int64_t> d);  // "2x3x4"
 
 // ---- groups ----
@@ -81,8 +81,8 @@ struct Context {
   bool run(int64_t elements) const { return !quick || elements <= (int64_t(1) << 20); }
 };
 struct Group {
-  int order;         // groups run in increasing order
-  const char* name;  // also what --only selects
+  int order;           // groups run in increasing order
+  const char* name;    // also what --only selects
   const char* shapes;  // a line for the table's legend
   std::function<void(Context&)> run;
 };
@@ -95,6 +95,6 @@ bool register_group(Group g);
 // [](Context& ctx) { ... });
 #define FELA_BACKEND_CHECKS_CAT2(a, b) a##b
 #define FELA_BACKEND_CHECKS_CAT(a, b) FELA_BACKEND_CHECKS_CAT2(a, b)
-#define FELA_BACKEND_CHECKS(order, name, shapes, fn)                                    \
-  static const bool FELA_BACKEND_CHECKS_CAT(backend_checks_registered_, __LINE__) =     \
+#define FELA_BACKEND_CHECKS(order, name, shapes, fn)                                \
+  static const bool FELA_BACKEND_CHECKS_CAT(backend_checks_registered_, __LINE__) = \
       ::fela::backend_ops::register_group({order, name, shapes, fn})

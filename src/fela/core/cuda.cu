@@ -3,9 +3,26 @@
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
+#include <mutex>
+#include <unordered_map>
+
 #include "fela/core/cuda.h"
 
 namespace fela::cuda {
+
+namespace {
+// Bytes held per allocation, for memory_stats (cudaFree does not say how much it released).
+struct Ledger {
+  std::mutex mu;
+  std::unordered_map<void*, size_t> sizes;
+  size_t current = 0, peak = 0;
+};
+Ledger& ledger() {
+  static Ledger* l = new Ledger;  // never destroyed: frees may run during static destruction
+  return *l;
+}
+}  // namespace
 
 int device_count() {
   int n = 0;
@@ -36,13 +53,42 @@ void* device_alloc(size_t bytes) {
          total >> 20, " MiB free)");
   }
   CUDA_CHECK(err);
+  Ledger& l = ledger();
+  std::lock_guard<std::mutex> lock(l.mu);
+  l.sizes[p] = bytes;
+  l.current += bytes;
+  l.peak = std::max(l.peak, l.current);
   return p;
+}
+
+MemoryStats memory_stats() {
+  Ledger& l = ledger();
+  std::lock_guard<std::mutex> lock(l.mu);
+  MemoryStats m{l.current, l.peak, 0, 0};
+  if (cudaMemGetInfo(&m.device_free, &m.device_total) != cudaSuccess) (void)cudaGetLastError();
+  return m;
+}
+
+void reset_peak_memory() {
+  Ledger& l = ledger();
+  std::lock_guard<std::mutex> lock(l.mu);
+  l.peak = l.current;
 }
 
 void device_free(void* p) noexcept {
   // At process exit the runtime may already be unloaded (cudaErrorCudartUnloading): the memory
   // goes with the context, so the status is dropped.
-  if (p) (void)cudaFree(p);
+  if (!p) return;
+  {
+    Ledger& l = ledger();
+    std::lock_guard<std::mutex> lock(l.mu);
+    auto it = l.sizes.find(p);
+    if (it != l.sizes.end()) {
+      l.current -= it->second;
+      l.sizes.erase(it);
+    }
+  }
+  (void)cudaFree(p);
 }
 
 void device_zero(void* p, size_t bytes) {

@@ -27,6 +27,15 @@ void device_zero(void* p, size_t bytes);  // cudaMemset on the default stream
 void copy_bytes(void* dst, const void* src, size_t bytes);
 void synchronize();  // waits for all device work, reports kernel faults
 
+// Device memory: what fela's own allocations hold now and at most since the last reset, and
+// what the driver reports free / total (which also counts the context and libraries' buffers).
+struct MemoryStats {
+  size_t current, peak;
+  size_t device_free, device_total;
+};
+MemoryStats memory_stats();
+void reset_peak_memory();
+
 // Throw fela::Error "[cuda] <stmt> failed: <reason> (file:line)"; the codes are cudaError_t and
 // cublasStatus_t values, passed as int so that this header needs no CUDA headers.
 [[noreturn]] void throw_cuda_error(int code, const char* stmt, const char* file, int line);

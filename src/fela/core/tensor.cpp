@@ -136,4 +136,15 @@ void check_dtype(const Tensor& t, DType dt, const char* op, const char* arg) {
              dtype_name(dt));
 }
 
+Device parse_device(const std::string& name) {
+  if (name == "cpu") return Device::Cpu;
+  FELA_CHECK(name == "cuda", "[device] unknown device '", name, "' (expected cpu or cuda)");
+#ifdef FELA_HAVE_CUDA
+  FELA_CHECK(cuda::device_count() > 0, "[device] cuda: no CUDA GPU is visible on this machine");
+  return Device::Cuda;
+#else
+  fail("[device] cuda: this build has no CUDA backend (nvcc was not found when it was built)");
+#endif
+}
+
 }  // namespace fela

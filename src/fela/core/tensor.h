@@ -85,6 +85,10 @@ class Array {
   Tensor view_;
 };
 
+// "cpu" or "cuda" as a Device; "cuda" fails with one clear line when this build has no CUDA
+// backend or the machine has no GPU.
+Device parse_device(const std::string& name);
+
 // Zero a tensor's memory (any dtype, any device).
 void tensor_zero(Tensor t);
 // Copies src into dst: same dtype and number of elements, any pair of devices (host to host,

@@ -23,21 +23,30 @@ void save_checkpoint(const std::string& dir, const Model& model, const TrainingS
   fs::create_directories(staged);
   try {
     io::write_file_atomic(staged + "/" + kConfig, model.config().to_json().dump(2) + "\n");
-    // fp32 on disk (SPEC §9); a double model is rounded once here.
-    Array as_f32;
+    // fp32 on disk (SPEC §9): the master parameters, copied from the GPU, or a double model
+    // rounded once here.
     Tensor flat = model.params();
-    if (flat.dtype() != DType::F32) {
-      as_f32 = Array::empty(DType::F32, {flat.numel()});
-      const double* src = flat.data<double>();
-      for (int64_t i = 0; i < flat.numel(); ++i) as_f32.data<float>()[i] = float(src[i]);
-      flat = as_f32;
+    Array host;
+    if (flat.dtype() != DType::F32 || flat.device() != Device::Cpu) {
+      host = Array::empty(DType::F32, {flat.numel()});
+      model.params_to_host(host);
+      flat = host;
     }
     std::vector<io::TensorRef> tensors;
     for (const ParamSpec& s : model.table().specs())
       tensors.push_back({s.name, model.table().view(flat, s)});
     io::safetensors_write(staged + "/" + kModel, tensors, {{"format", "fela"}});
     if (training) {
-      io::safetensors_write(staged + "/" + kOptimizer, training->optimizer, {{"format", "fela"}});
+      // Optimizer state on the GPU goes through host copies (one tensor at a time).
+      std::vector<io::TensorRef> opt_refs = training->optimizer;
+      std::vector<Array> copies;
+      for (io::TensorRef& r : opt_refs) {
+        if (r.tensor.device() == Device::Cpu) continue;
+        copies.push_back(Array::empty(r.tensor.dtype(), r.tensor.shape()));
+        tensor_copy(copies.back(), r.tensor);
+        r.tensor = copies.back();
+      }
+      io::safetensors_write(staged + "/" + kOptimizer, opt_refs, {{"format", "fela"}});
       io::write_file_atomic(staged + "/" + kTrainer, training->trainer.dump(2) + "\n");
     }
     io::replace_directory_atomic(staged, final_dir.string());
@@ -66,10 +75,17 @@ Config load_checkpoint_config(const std::string& dir_in) {
   return config_from_json_text(io::read_file(path), path);
 }
 
-std::unique_ptr<Model> load_checkpoint(const std::string& dir_in, DType dtype) {
+std::unique_ptr<Model> load_checkpoint(const std::string& dir_in, DType dtype, Device device) {
   const std::string dir = resolve_checkpoint_dir(dir_in);
   const Config c = load_checkpoint_config(dir);
-  auto model = std::make_unique<Model>(c, dtype);
+  auto model = std::make_unique<Model>(c, dtype, ops::Impl::Fast, device);
+  // Tensors are read into the parameters directly on the CPU, through a host buffer for the GPU.
+  Array host;
+  Tensor target = model->params();
+  if (device != Device::Cpu) {
+    host = Array::empty(DType::F32, {model->table().total()});
+    target = host;
+  }
   const std::string path = dir + "/" + kModel;
   FELA_CHECK(fs::exists(path), "[checkpoint] ", path, " is missing");
   io::SafetensorsReader r(path, std::string("[checkpoint] ") + kModel);
@@ -77,11 +93,12 @@ std::unique_ptr<Model> load_checkpoint(const std::string& dir_in, DType dtype) {
   for (const ParamSpec& s : t.specs()) {
     FELA_CHECK(r.contains(s.name), "[checkpoint] ", kModel, ": tensor ", s.name,
                " is missing (config '", c.name, "' needs it)");
-    r.read_converted(s.name, t.view(model->params(), s));
+    r.read_converted(s.name, t.view(target, s));
   }
   for (const std::string& name : r.names())
     FELA_CHECK(t.find(name), "[checkpoint] ", kModel, ": unexpected tensor ", name,
                " (not part of config '", c.name, "')");
+  if (device != Device::Cpu) model->params_from_host(host);
   return model;
 }
 

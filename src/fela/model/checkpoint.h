@@ -30,9 +30,11 @@ std::string resolve_checkpoint_dir(const std::string& dir);
 // Reads and validates dir/config.json (after repairing an interrupted save).
 Config load_checkpoint_config(const std::string& dir);
 
-// Loads the parameters of dir into a model of the given dtype; every tensor of the parameter
-// table must be present with its exact shape, and no other tensor may be.
-std::unique_ptr<Model> load_checkpoint(const std::string& dir, DType dtype = DType::F32);
+// Loads the parameters of dir into a model of the given dtype and device (bf16 on Device::Cuda);
+// every tensor of the parameter table must be present with its exact shape, and no other
+// tensor may be.
+std::unique_ptr<Model> load_checkpoint(const std::string& dir, DType dtype = DType::F32,
+                                       Device device = Device::Cpu);
 
 // True when dir holds optimizer.safetensors and trainer.json.
 bool checkpoint_has_training_state(const std::string& dir);

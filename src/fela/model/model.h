@@ -32,9 +32,14 @@ struct InferenceState {
   int64_t bytes() const;       // memory held by the state
 };
 
+// Where and in what precision a model computes. On the CPU, dtype f32 or f64 is used for
+// everything. On Device::Cuda, dtype must be bf16: activations and the compute copy of the
+// matrices (shadow()) are bf16, while the master parameters, their gradients, norm gains, gates,
+// FNO spectra and the statistics kept for backward (rstd, lse, log decays) stay fp32.
 class Model {
  public:
-  Model(const Config& config, DType dtype = DType::F32, ops::Impl impl = ops::Impl::Fast);
+  Model(const Config& config, DType dtype = DType::F32, ops::Impl impl = ops::Impl::Fast,
+        Device device = Device::Cpu);
   ~Model();
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
@@ -42,14 +47,27 @@ class Model {
   const Config& config() const { return config_; }
   const ParamTable& table() const { return table_; }
   DType dtype() const { return dtype_; }
-  Tensor params() const { return params_; }  // flat [P]
+  Device device() const { return device_; }
+  Tensor params() const { return params_; }  // flat [P] master parameters (f32 on the GPU)
   Tensor grads() const { return grads_; }    // flat [P], accumulated by backward()
+  // The bf16 compute copy [P] of the parameters on the GPU (undefined on the CPU): only its
+  // matrices (the table's decay tensors) are read. An optimizer may rewrite it while it updates
+  // params(); anything else that writes params() calls params_changed().
+  Tensor shadow() const { return shadow_; }
+  void params_changed();
+  // Copies of the parameters between the model's device and a host f32 buffer [P].
+  void params_to_host(Tensor host_f32) const;
+  void params_from_host(const Tensor& host_f32);
   const Weights& weights() const { return w_; }
   void init(uint64_t seed);
   // Dropout (config.dropout) applies only while training is on, with masks drawn from
   // dropout_seed (the trainer passes one per step and micro-batch, so resumes stay exact).
   void set_training(bool on, uint64_t dropout_seed = 0);
   void zero_grad();
+  // Activation recomputation: forward keeps only each layer's input and backward reruns the
+  // layer's forward before its backward (about one more forward of compute, for memory that
+  // holds a single layer's activations). Gradients are the same as without.
+  void set_recompute(bool on) { recompute_ = on; }
 
   // Runs the network over tokens [B, N] (int32, row-major), keeping what backward needs.
   void forward(const int32_t* tokens, int64_t B, int64_t N);
@@ -75,6 +93,7 @@ class Model {
  private:
   struct Acts;
   void forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceState* fill);
+  void layer_forward(int64_t layer, InferenceState* fill);
   void head_forward(Tensor logits, const Tensor& x) const;
   std::pair<double, uint64_t> dropout_site(int64_t layer, int site) const;
   void residual_branch_forward(int64_t layer, int site, Tensor f, const Tensor& gate);
@@ -84,11 +103,14 @@ class Model {
   Config config_;
   DType dtype_;
   ops::Impl impl_;
+  Device device_;
+  DType act_, acc_;  // activations; statistics and fp32-only tensors (both dtype_ on the CPU)
   ParamTable table_;
-  Array params_, grads_;
+  Array params_, grads_, shadow_;
   Weights w_, dw_;
   std::unique_ptr<Acts> acts_;
   bool training_ = false;
+  bool recompute_ = false;
   uint64_t dropout_seed_ = 0;
 };
 

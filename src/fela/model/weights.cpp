@@ -2,15 +2,19 @@
 
 namespace fela {
 
-Weights bind_weights(const ParamTable& table, const Config& c, const Tensor& flat) {
+Weights bind_weights(const ParamTable& table, const Config& c, const Tensor& flat,
+                     const Tensor& matrices) {
+  auto view = [&](const ParamSpec& s) {
+    return table.view(s.decay && matrices.raw() ? matrices : flat, s);
+  };
   auto get = [&](const std::string& name) {
     const ParamSpec* s = table.find(name);
     FELA_CHECK(s, "[model] no parameter ", name);
-    return table.view(flat, *s);
+    return view(*s);
   };
   auto opt = [&](const std::string& name) {  // a tensor that a switch may leave out
     const ParamSpec* s = table.find(name);
-    return s ? table.view(flat, *s) : Tensor();
+    return s ? view(*s) : Tensor();
   };
   auto proj = [&](const std::string& name) {
     return table.find(name) ? Proj{get(name), {}, {}}

@@ -68,6 +68,10 @@ struct Weights {
   std::vector<LayerWeights> layers;
 };
 
-Weights bind_weights(const ParamTable& table, const Config& c, const Tensor& flat);
+// Views of a flat buffer; with `matrices` (a second flat buffer, e.g. the bf16 compute copy on
+// the GPU), the table's decay tensors (every matrix a linear or the embedding reads) are bound
+// there instead.
+Weights bind_weights(const ParamTable& table, const Config& c, const Tensor& flat,
+                     const Tensor& matrices = Tensor());
 
 }  // namespace fela

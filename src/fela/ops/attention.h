@@ -19,6 +19,11 @@
 //   dP' = do v^T,  dP = dP' * keep / (1 - p),  D_n = do_n . o_n (= sum_j P'_nj dP'_nj),
 //   dS = P * (dP - D),  dv = P'^T do.
 // p = 0 is plain attention (the default), bit for bit.
+//
+// On Device::Cuda: q, k, v, o, d_o, dq, dk, dv and RoPE's tensors bf16, lse fp32, math in fp32;
+// Dh <= cuda::kMaxHeadDim. Outputs must not alias inputs, except RoPE's y = x and dx = dy.
+// Backward is deterministic (fixed summation order, no atomics) and takes scratch for D
+// ([B, H, Nq] fp32) from the stream-ordered pool.
 #pragma once
 #include <cstdint>
 
@@ -72,5 +77,22 @@ void attention_backward(T* dq, T* dk, T* dv, const T* d_o, const T* q, const T* 
                         int64_t Hkv, int64_t Dh, double scale, double dropout_p,
                         uint64_t dropout_seed);
 }  // namespace cpu
+// CUDA: bf16 activations, lse fp32 (ops/cuda/attention.cu).
+namespace cuda {
+constexpr int64_t kMaxHeadDim = 128;  // head sizes are padded to 16, 32, 64 or 128 in the kernels
+void rope_forward(BFloat16* y, const BFloat16* x, int64_t B, int64_t N, int64_t H, int64_t Dh,
+                  int64_t pos0, double theta);
+void rope_backward(BFloat16* dx, const BFloat16* dy, int64_t B, int64_t N, int64_t H, int64_t Dh,
+                   int64_t pos0, double theta);
+void attention_forward(BFloat16* o, float* lse, const BFloat16* q, const BFloat16* k,
+                       const BFloat16* v, int64_t B, int64_t Nq, int64_t Nk, int64_t H,
+                       int64_t Hkv, int64_t Dh, double scale, double dropout_p,
+                       uint64_t dropout_seed);
+void attention_backward(BFloat16* dq, BFloat16* dk, BFloat16* dv, const BFloat16* d_o,
+                        const BFloat16* q, const BFloat16* k, const BFloat16* v,
+                        const BFloat16* o, const float* lse, int64_t B, int64_t Nq, int64_t Nk,
+                        int64_t H, int64_t Hkv, int64_t Dh, double scale, double dropout_p,
+                        uint64_t dropout_seed);
+}  // namespace cuda
 
 }  // namespace fela::ops

@@ -1,3 +1,5 @@
+// AdamW: the optimizer state (moments on the parameters' device, decay ranges from the table)
+// around the fused update op, gradient clipping, and the learning-rate schedule.
 #include "fela/train/adamw.h"
 
 #include <algorithm>
@@ -5,44 +7,41 @@
 
 namespace fela {
 
-AdamW::AdamW(const ParamTable& table, DType dtype, AdamWOptions opt)
-    : table_(table),
-      opt_(opt),
-      m_(Array::zeros(dtype, {table.total()})),
-      v_(Array::zeros(dtype, {table.total()})) {}
-
 namespace {
-template <class T>
-void adamw_update(T* p, const T* g, T* m, T* v, int64_t n, double lr, double wd, double b1,
-                  double b2, double eps, double bc1, double bc2) {
-  const T tb1 = T(b1), tb2 = T(b2), step = T(lr / bc1), inv_bc2 = T(1.0 / bc2), teps = T(eps);
-  const T decay = T(1.0 - lr * wd);
-#pragma omp parallel for simd schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    m[i] = tb1 * m[i] + (T(1) - tb1) * g[i];
-    v[i] = tb2 * v[i] + (T(1) - tb2) * g[i] * g[i];
-    p[i] = p[i] * decay - step * m[i] / (std::sqrt(v[i] * inv_bc2) + teps);
-  }
+// The decay tensors of the table as element ranges of the flat buffer (in table order, which is
+// offset order; the op merges neighbours).
+std::vector<ops::DecayRange> decay_ranges(const ParamTable& table) {
+  std::vector<ops::DecayRange> r;
+  for (const ParamSpec& s : table.specs())
+    if (s.decay) r.push_back({s.offset, s.offset + s.shape.numel()});
+  return r;
 }
 }  // namespace
 
-void AdamW::step(Tensor params, const Tensor& grads, double lr) {
-  ++t_;
-  const double bc1 = 1.0 - std::pow(opt_.beta1, double(t_));
-  const double bc2 = 1.0 - std::pow(opt_.beta2, double(t_));
-  for (const ParamSpec& s : table_.specs()) {
-    const int64_t n = s.shape.numel();
-    const double wd = s.decay ? opt_.weight_decay : 0.0;
-    if (params.dtype() == DType::F64)
-      adamw_update(params.data<double>() + s.offset, grads.data<double>() + s.offset,
-                   m_.data<double>() + s.offset, v_.data<double>() + s.offset, n, lr, wd,
-                   opt_.beta1, opt_.beta2, opt_.eps, bc1, bc2);
-    else
-      adamw_update(params.data<float>() + s.offset, grads.data<float>() + s.offset,
-                   m_.data<float>() + s.offset, v_.data<float>() + s.offset, n, lr, wd, opt_.beta1,
-                   opt_.beta2, opt_.eps, bc1, bc2);
-  }
+AdamW::AdamW(const ParamTable& table, DType dtype, AdamWOptions opt, Device device)
+    : table_(table),
+      opt_(opt),
+      decay_(decay_ranges(table), device),
+      m_(Array::zeros(dtype, {table.total()}, device)),
+      v_(Array::zeros(dtype, {table.total()}, device)) {
+  FELA_CHECK(device == Device::Cpu || dtype == DType::F32,
+             "[adamw] moments on cuda are f32 (as the master weights), not ", dtype_name(dtype));
 }
+
+void AdamW::step(Tensor params, const Tensor& grads, double lr, double grad_scale, Tensor shadow) {
+  ops::AdamWHyper h;
+  h.lr = lr;
+  h.beta1 = opt_.beta1;
+  h.beta2 = opt_.beta2;
+  h.eps = opt_.eps;
+  h.weight_decay = opt_.weight_decay;
+  h.t = t_ + 1;
+  h.grad_scale = grad_scale;
+  ops::adamw_update(params, grads, m_, v_, shadow, decay_, h);
+  t_ = h.t;
+}
+
+double AdamW::grad_norm(const Tensor& grads) const { return std::sqrt(ops::grad_norm_sq(grads)); }
 
 std::vector<io::TensorRef> AdamW::state_tensors() const {
   std::vector<io::TensorRef> out;
@@ -52,41 +51,43 @@ std::vector<io::TensorRef> AdamW::state_tensors() const {
 }
 
 void AdamW::load_state(const io::SafetensorsReader& r) {
-  for (const ParamSpec& s : table_.specs()) {
-    for (auto [prefix, arr] : {std::pair{"adam.m.", &m_}, std::pair{"adam.v.", &v_}}) {
+  for (Array* arr : {&m_, &v_}) {
+    const char* prefix = arr == &m_ ? "adam.m." : "adam.v.";
+    // the file is read on the host; GPU moments get one copy of the whole buffer
+    Array staging;
+    if (arr->device() != Device::Cpu) staging = Array::empty(arr->dtype(), {table_.total()});
+    const Tensor host = arr->device() == Device::Cpu ? arr->view() : staging.view();
+    for (const ParamSpec& s : table_.specs()) {
       const std::string name = prefix + s.name;
       FELA_CHECK(r.contains(name), "[checkpoint] optimizer.safetensors: tensor ", name,
                  " is missing");
-      r.read_converted(name, table_.view(*arr, s));
+      r.read_converted(name, table_.view(host, s));
     }
+    if (arr->device() != Device::Cpu) tensor_copy(*arr, staging);
   }
 }
 
+double clip_scale(double norm, double max_norm) {
+  return max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-12) : 1.0;
+}
+
 double clip_grad_norm(Tensor grads, double max_norm) {
-  double ss = 0;
+  FELA_CHECK(grads.device() == Device::Cpu,
+             "[train] clip_grad_norm scales CPU gradients; on the GPU pass clip_scale(norm, "
+             "max_norm) to AdamW::step");
+  const double norm = std::sqrt(ops::grad_norm_sq(grads));
+  const double s = clip_scale(norm, max_norm);
+  if (s == 1.0) return norm;
   const int64_t n = grads.numel();
   if (grads.dtype() == DType::F64) {
-    const double* g = grads.data<double>();
-#pragma omp parallel for reduction(+ : ss) schedule(static)
-    for (int64_t i = 0; i < n; ++i) ss += g[i] * g[i];
+    double* g = grads.data<double>();
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) g[i] *= s;
   } else {
-    const float* g = grads.data<float>();
-#pragma omp parallel for reduction(+ : ss) schedule(static)
-    for (int64_t i = 0; i < n; ++i) ss += double(g[i]) * g[i];
-  }
-  const double norm = std::sqrt(ss);
-  if (max_norm > 0 && norm > max_norm) {
-    const double s = max_norm / (norm + 1e-12);
-    if (grads.dtype() == DType::F64) {
-      double* g = grads.data<double>();
+    float* g = grads.data<float>();
+    const float fs = float(s);
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < n; ++i) g[i] *= s;
-    } else {
-      float* g = grads.data<float>();
-      const float fs = float(s);
-#pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < n; ++i) g[i] *= fs;
-    }
+    for (int64_t i = 0; i < n; ++i) g[i] *= fs;
   }
   return norm;
 }

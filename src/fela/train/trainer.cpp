@@ -99,13 +99,17 @@ TrainResult train(const TrainOptions& opt) {
              " needs more tokens than the training split has (", train_set.num_tokens(), ")");
   FELA_CHECK(val_set.num_tokens() >= 2, "[train] the validation split of ", opt.data,
              " is empty (prepare with a larger --val-fraction)");
+  const Device device = parse_device(opt.device);
+  const DType dtype = device == Device::Cpu ? DType::F32 : DType::BF16;
   std::unique_ptr<Model> model;
   if (opt.resume) {
-    model = load_checkpoint(ckpt_dir);
+    model = load_checkpoint(ckpt_dir, dtype, device);
   } else {
-    model = std::make_unique<Model>(load_config(opt.config, opt.overrides));
+    model = std::make_unique<Model>(load_config(opt.config, opt.overrides), dtype, ops::Impl::Fast,
+                                    device);
     model->init(opt.seed);
   }
+  model->set_recompute(opt.recompute);
   const Config& c = model->config();
   FELA_CHECK(c.vocab == train_set.vocab_name() && c.vocab_size() == train_set.vocab_size(),
              "[train] the model's vocabulary is '", c.vocab, "' but ", opt.data,
@@ -113,7 +117,8 @@ TrainResult train(const TrainOptions& opt) {
   auto tokenizer = make_tokenizer(c.vocab, c.vocab == "gpt2" ? default_vocab_dir() : "");
   const std::vector<int64_t> token_bytes = token_byte_lengths(*tokenizer);
 
-  AdamW adam(model->table(), model->dtype(), {opt.beta1, opt.beta2, 1e-8, opt.weight_decay});
+  AdamW adam(model->table(), model->params().dtype(),
+             {opt.beta1, opt.beta2, 1e-8, opt.weight_decay}, model->device());
   Rng data_rng(opt.seed * 0x2545f4914f6cdd1dull + 1);
   int64_t step = 0, tokens_seen = 0;
   if (opt.resume) {
@@ -169,8 +174,9 @@ TrainResult train(const TrainOptions& opt) {
       model->backward();
     }
     model->set_training(false);
-    const double grad_norm = clip_grad_norm(model->grads(), opt.grad_clip);
-    adam.step(model->params(), model->grads(), lr);
+    const double grad_norm = adam.grad_norm(model->grads());
+    adam.step(model->params(), model->grads(), lr, clip_scale(grad_norm, opt.grad_clip),
+              model->shadow());  // on the GPU, also the bf16 compute copy of the weights
     ++step;
     tokens_seen += B * N * opt.accum;
     tokens_this_run += double(B * N * opt.accum);

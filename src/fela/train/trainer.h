@@ -23,6 +23,8 @@ struct TrainOptions {
   int64_t eval_every = 100, eval_batches = 16, save_every = 500;
   uint64_t seed = 0;
   int threads = 0;
+  std::string device = "cpu";  // cpu, or cuda (bf16 compute, fp32 master weights)
+  bool recompute = false;      // recompute activations in backward instead of keeping them
   bool resume = false;
   double time_limit = 0;  // seconds, 0 = none: reaching it ends the run like its last step
   int64_t stop_at = 0;    // end (validate, save) after this step, as an interruption would
