@@ -16,7 +16,7 @@ namespace fela::cli {
 
 namespace {
 struct GenerateArgs {
-  std::string checkpoint, prompt, prompt_file, stop;
+  std::string checkpoint, prompt, prompt_file, stop, device = "cpu";
   int64_t max_tokens = 200, min_length = 0;
   SamplerOptions sampler;
   uint64_t seed = 0;
@@ -32,7 +32,9 @@ void run_generate(const GenerateArgs& a) {
   validate(a.sampler);
   FELA_CHECK(a.max_tokens >= 0, "[generate] --max-tokens must be >= 0");
   FELA_CHECK(a.min_length >= 0, "[generate] --min-length must be >= 0");
-  auto model = load_checkpoint(a.checkpoint);
+  const Device device = parse_device(a.device);
+  auto model = load_checkpoint(a.checkpoint, device == Device::Cpu ? DType::F32 : DType::BF16,
+                               device);
   const Config& c = model->config();
   auto tok = tokenizer_for(c.vocab);
   const std::string prompt = a.prompt_file.empty() ? a.prompt : read_text_arg(a.prompt_file);
@@ -45,10 +47,17 @@ void run_generate(const GenerateArgs& a) {
   std::fwrite(prompt.data(), 1, prompt.size(), stdout);
   std::fflush(stdout);
   const int64_t V = c.vocab_size();
+  // The model writes logits on its device; the sampler reads a host copy.
   Array logits = Array::empty(DType::F32, {1, V});
+  Array dev_logits = device == Device::Cpu ? Array() : Array::empty(DType::F32, {1, V}, device);
+  const Tensor model_logits = device == Device::Cpu ? logits.view() : dev_logits.view();
+  auto fetch = [&] {
+    if (device != Device::Cpu) tensor_copy(logits, dev_logits);
+  };
   InferenceState state = model->new_state(1);
   auto t0 = std::chrono::steady_clock::now();
-  model->prefill(state, ids.data(), int64_t(ids.size()), logits);
+  model->prefill(state, ids.data(), int64_t(ids.size()), model_logits);
+  fetch();
   const double t_prompt = seconds_since(t0);
 
   Sampler sampler(a.sampler, a.seed);
@@ -68,7 +77,10 @@ void run_generate(const GenerateArgs& a) {
       ++n;
       break;
     }
-    if (n + 1 < a.max_tokens) model->step(state, &next, logits);
+    if (n + 1 < a.max_tokens) {
+      model->step(state, &next, model_logits);
+      fetch();
+    }
   }
   const double t_gen = seconds_since(t0);
   std::fputc('\n', stdout);
@@ -101,6 +113,9 @@ void register_generate(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", a->seed, "Random seed")->capture_default_str();
   cmd->add_option("--stop", a->stop, "Stop once this text has been generated");
+  cmd->add_option("--device", a->device, "cpu, or cuda (bf16 compute)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   add_threads_option(cmd, a->threads);
   cmd->callback([a] { run_generate(*a); });
 }

@@ -4,6 +4,7 @@
 // dtype, a missed accumulation, a stale bf16 weight copy) shows as an error of order one.
 #include "fela/model/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -84,6 +85,44 @@ void check_model(const std::string& name, const Config& c, int64_t B, int64_t N,
   report(shape, "logits", rel_err(host_values(lg), values(lc)), kModelTol);
 }
 
+// Generation on the GPU: prefill of P tokens (in chunks of `chunk`), then one step per token;
+// the logits at each position must match the parallel forward's on the GPU within bf16 noise
+// (the recurrent and parallel forms round differently).
+void check_generation(const std::string& name, const Config& c, int64_t B, int64_t N, int64_t P,
+                      int64_t chunk, Rng& rng) {
+  const std::string shape = name + " " + dims({B, N}) + " prefill " + std::to_string(P) +
+                            " chunk " + std::to_string(chunk);
+  Model m(c, DType::BF16, ops::Impl::Fast, Device::Cuda);
+  m.init(rng.next_u64());
+  const int64_t V = c.vocab_size();
+  std::vector<int32_t> tok(size_t(B * N));
+  for (auto& t : tok) t = int32_t(rng.next_u64() % uint64_t(V));
+  m.forward(tok.data(), B, N);
+  Array full = Array::empty(DType::F32, {B * N, V}, Device::Cuda);
+  m.logits(full, 0, B * N);
+  const Vec want_all = host_values(full);
+  InferenceState st = m.new_state(B);
+  Array out = Array::empty(DType::F32, {B, V}, Device::Cuda);
+  std::vector<int32_t> part(static_cast<size_t>(B * P)), one(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < P; ++t) part[size_t(b * P + t)] = tok[size_t(b * N + t)];
+  m.prefill(st, part.data(), P, out, chunk);
+  double worst = 0;
+  for (int64_t t = P - 1; t < N; ++t) {
+    if (t >= P) {
+      for (int64_t b = 0; b < B; ++b) one[size_t(b)] = tok[size_t(b * N + t)];
+      m.step(st, one.data(), out);
+    }
+    const Vec got = host_values(out);
+    Vec want(size_t(B * V));
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t v = 0; v < V; ++v)
+        want[size_t(b * V + v)] = want_all[size_t((b * N + t) * V + v)];
+    worst = std::max(worst, rel_err(got, want));
+  }
+  report(shape, "step logits (worst position)", worst, kModelTol);
+}
+
 FELA_BACKEND_CHECKS(200, "model", "model config B x N", [](Context& ctx) {
   check_model("tiny", load_config("tiny", {"init_std=0.1"}), 2, 100, 0.0, ctx.rng);
   check_model("tiny", load_config("tiny", {"init_std=0.1", "chunk=16"}), 3, 77, 0.0, ctx.rng);
@@ -95,6 +134,10 @@ FELA_BACKEND_CHECKS(200, "model", "model config B x N", [](Context& ctx) {
   Config drop = sw;
   drop.dropout = 0.1;
   check_model("all switches, dropout 0.1", drop, 2, 37, 0.1, ctx.rng);
+  const Config gen = load_config("tiny", {"init_std=0.1", "taps=16", "chunk=8"});
+  check_generation("tiny", gen, 2, 70, 1, 2048, ctx.rng);
+  check_generation("tiny", gen, 2, 70, 23, 5, ctx.rng);
+  check_generation("all switches", sw, 2, 40, 9, 4, ctx.rng);
 });
 
 }  // namespace
