@@ -12,13 +12,26 @@
 // Generation keeps a ring of the last M-1 inputs per sequence: ring [B, M-1, d], zero at the
 // start; the input of token t sits in slot t % (M-1). Zeros stand in for t < 0, so a step needs
 // no special case for the first M-1 tokens.
+//
+// On Device::Cuda: u, y, du, dy, ring, hist bf16; k_re, k_im, f, skip and their gradients fp32
+// (the filter is small and stays fp32); fp32 accumulation throughout (Toeplitz multiplies bf16
+// values: the inputs as they are, the taps split into two bf16 parts). df and dskip are reduced
+// over B*N in a fixed order (no atomics), so results repeat bit for bit. FirMethod keeps its
+// meaning there: Direct sums over taps in fp32 on the CUDA cores, Fft uses cuFFT (overlap-save
+// blocks), Toeplitz runs the sums as block-Toeplitz products on the tensor cores, Auto picks by
+// the cost model in ops/cuda/fno.cu, fitted to bench_fno's measurements. Scratch comes from the
+// stream-ordered pool and is released when the call returns (Toeplitz's backward: channel-major
+// copies of dy and u, at most 2 B d (N + M + 2048) bf16 values; Fft: about 2 B d (N + M) fp32
+// values forward, twice that backward).
 #pragma once
 #include "fela/ops/op.h"
 
 namespace fela::ops {
 
 // How the Fast path computes the convolution. Auto picks by cost (direct for small M or N).
-enum class FirMethod { Auto, Direct, Fft };
+// Toeplitz (CUDA): the direct sums as block-Toeplitz matrix products on the tensor cores, taps
+// split into two bf16 parts (16 significant bits); on the CPU it runs Direct.
+enum class FirMethod { Auto, Direct, Fft, Toeplitz };
 
 void fno_filter_forward(Tensor f, const Tensor& k_re, const Tensor& k_im, Impl impl = Impl::Fast);
 void fno_filter_backward(Tensor dk_re, Tensor dk_im, const Tensor& df, Impl impl = Impl::Fast);
@@ -70,5 +83,26 @@ template <class T>
 void fno_conv_step(T* y, T* ring, const T* u, const T* f, const T* skip, int64_t B, int64_t d,
                    int64_t M, int64_t t);
 }  // namespace cpu
+// CUDA: activations bf16, filter, skip and their gradients fp32, math in fp32. None of the
+// outputs may alias an input.
+namespace cuda {
+void fno_filter_forward(float* f, const float* k_re, const float* k_im, int64_t d, int64_t modes,
+                        int64_t M);
+void fno_filter_backward(float* dk_re, float* dk_im, const float* df, int64_t d, int64_t modes,
+                         int64_t M);
+void fno_conv_forward(BFloat16* y, const BFloat16* u, const float* f, const float* skip, int64_t B,
+                      int64_t N, int64_t d, int64_t M, FirMethod method);
+void fno_conv_backward(BFloat16* du, float* df, float* dskip, const BFloat16* dy, const BFloat16* u,
+                       const float* f, const float* skip, int64_t B, int64_t N, int64_t d,
+                       int64_t M, FirMethod method);
+void fno_conv_step(BFloat16* y, BFloat16* ring, const BFloat16* u, const float* f,
+                   const float* skip, int64_t B, int64_t d, int64_t M, int64_t t);
+// ring [B, R, d] with R = M-1 >= 1; u [B, N, d]; hist, ring [R, d]: device-to-device copies.
+void fno_ring_load(BFloat16* ring, const BFloat16* u, int64_t B, int64_t N, int64_t d, int64_t R,
+                   int64_t t0);
+void fno_ring_unroll(BFloat16* hist, const BFloat16* ring, int64_t R, int64_t d, int64_t t);
+// The method Auto runs for a convolution of this shape (for benchmarks and tests).
+FirMethod fno_auto_method(int64_t B, int64_t N, int64_t d, int64_t M, bool backward);
+}  // namespace cuda
 
 }  // namespace fela::ops

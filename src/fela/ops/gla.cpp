@@ -1,6 +1,7 @@
 // Gated linear attention dispatcher: checks shapes, dtypes and the chunk size once, then runs
-// the recurrence (Impl::Ref) or the chunked CPU kernels (Impl::Fast). Undefined state tensors
-// reach the kernels as null pointers (zero initial state / no final state wanted).
+// the recurrence (Impl::Ref), the chunked CPU kernels (Impl::Fast) or the CUDA kernels (tensors
+// on Device::Cuda). Undefined state tensors reach the kernels as null pointers (zero initial
+// state / no final state wanted).
 #include "fela/ops/gla.h"
 
 #include <cmath>
@@ -26,16 +27,15 @@ GlaDims check_inputs(const Tensor& q, const Tensor& k, const Tensor& v, const Te
              " and Dv ", d.Dv);
   FELA_CHECK(chunk >= 1, "[gla] chunk must be at least 1, got ", chunk);
   FELA_CHECK(std::isfinite(scale), "[gla] scale is not finite: ", scale);
-  check_same_float("gla", {&q, &k, &v, &a});
   return d;
 }
 
-// An optional state tensor: undefined, or [B, H, Dk, Dv] of q's dtype.
-void check_state(const Tensor& s, const Tensor& q, const GlaDims& d, const char* arg) {
-  if (!s.defined()) return;
-  check_shape(s, {d.B, d.H, d.Dk, d.Dv}, "gla", arg);
-  check_same_float("gla", {&q, &s});
+// An optional state tensor: undefined, or [B, H, Dk, Dv].
+void check_state(const Tensor& s, const GlaDims& d, const char* arg) {
+  if (s.defined()) check_shape(s, {d.B, d.H, d.Dk, d.Dv}, "gla", arg);
 }
+
+const Tensor* optional(const Tensor& t) { return t.defined() ? &t : nullptr; }
 
 template <class T>
 T* ptr_or_null(const Tensor& t) {
@@ -48,9 +48,32 @@ void gla_forward(Tensor o, Tensor state_out, const Tensor& q, const Tensor& k, c
                  const Tensor& a, const Tensor& state_in, double scale, int64_t chunk, Impl impl) {
   const GlaDims d = check_inputs(q, k, v, a, scale, chunk);
   check_shape(o, v.shape(), "gla", "o");
-  check_same_float("gla", {&q, &o});
-  check_state(state_in, q, d, "state_in");
-  check_state(state_out, q, d, "state_out");
+  check_state(state_in, d, "state_in");
+  check_state(state_out, d, "state_out");
+  using enum DType;
+  using enum Device;
+  const Device dev = check_signature("gla",
+                                     {{"q", &q},
+                                      {"k", &k},
+                                      {"v", &v},
+                                      {"a", &a},
+                                      {"o", &o},
+                                      {"state_in", optional(state_in)},
+                                      {"state_out", optional(state_out)}},
+                                     {{Cpu, F32, F32, F32, F32, F32, F32, F32},
+                                      {Cpu, F64, F64, F64, F64, F64, F64, F64},
+                                      {Cuda, BF16, BF16, BF16, F32, BF16, F32, F32}});
+  if (dev == Cuda) {
+    check_cuda_impl("gla", impl);
+#ifdef FELA_HAVE_CUDA
+    cuda::gla_forward(o.data<BFloat16>(), ptr_or_null<float>(state_out), q.data<BFloat16>(),
+                      k.data<BFloat16>(), v.data<BFloat16>(), a.data<float>(),
+                      ptr_or_null<float>(state_in), d.B, d.N, d.H, d.Dk, d.Dv, scale);
+#else
+    fail_no_cuda("gla");
+#endif
+    return;
+  }
   dispatch_float(q.dtype(), "gla", [&]<class T>() {
     T* so = ptr_or_null<T>(state_out);
     const T* si = ptr_or_null<T>(state_in);
@@ -72,7 +95,30 @@ void gla_backward(Tensor dq, Tensor dk, Tensor dv, Tensor da, const Tensor& d_o,
   check_shape(dk, q.shape(), "gla", "dk");
   check_shape(da, q.shape(), "gla", "da");
   check_shape(dv, v.shape(), "gla", "dv");
-  check_same_float("gla", {&q, &d_o, &dq, &dk, &dv, &da});
+  using enum DType;
+  using enum Device;
+  // Nine tensors, more than one Signature holds: inputs, then q with the outputs.
+  const Device dev =
+      check_signature("gla", {{"q", &q}, {"k", &k}, {"v", &v}, {"a", &a}, {"d_o", &d_o}},
+                      {{Cpu, F32, F32, F32, F32, F32},
+                       {Cpu, F64, F64, F64, F64, F64},
+                       {Cuda, BF16, BF16, BF16, F32, BF16}});
+  check_signature("gla", {{"q", &q}, {"dq", &dq}, {"dk", &dk}, {"dv", &dv}, {"da", &da}},
+                  {{Cpu, F32, F32, F32, F32, F32},
+                   {Cpu, F64, F64, F64, F64, F64},
+                   {Cuda, BF16, BF16, BF16, BF16, F32}});
+  if (dev == Cuda) {
+    check_cuda_impl("gla", impl);
+#ifdef FELA_HAVE_CUDA
+    cuda::gla_backward(dq.data<BFloat16>(), dk.data<BFloat16>(), dv.data<BFloat16>(),
+                       da.data<float>(), d_o.data<BFloat16>(), q.data<BFloat16>(),
+                       k.data<BFloat16>(), v.data<BFloat16>(), a.data<float>(), d.B, d.N, d.H, d.Dk,
+                       d.Dv, scale);
+#else
+    fail_no_cuda("gla");
+#endif
+    return;
+  }
   dispatch_float(q.dtype(), "gla", [&]<class T>() {
     if (impl == Impl::Ref)
       ref::gla_backward<T>(dq.data<T>(), dk.data<T>(), dv.data<T>(), da.data<T>(), d_o.data<T>(),

@@ -54,12 +54,30 @@ inline int grid_for(int64_t n, int threads) {
   return int(blocks < 65536 ? (blocks > 0 ? blocks : 1) : 65536);
 }
 
+// The device's default memory pool returns freed memory to the driver at every synchronisation
+// unless told to keep it; a training step synchronises (loss, gradient norm), so without this
+// every step would map its scratch anew. Done once per process.
+inline void keep_pool_memory() {
+  static const bool done = [] {
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    cudaMemPool_t pool;
+    CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, dev));
+    uint64_t keep = UINT64_MAX;
+    CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+    return true;
+  }();
+  (void)done;
+}
+
 // Device memory for the duration of one op, from the stream-ordered pool: freed in stream
 // order, so kernels launched before the free may still use it.
 class Scratch {
  public:
   explicit Scratch(size_t bytes) {
-    if (bytes) CUDA_CHECK(cudaMallocAsync(&p_, bytes, stream()));
+    if (!bytes) return;
+    keep_pool_memory();
+    CUDA_CHECK(cudaMallocAsync(&p_, bytes, stream()));
   }
   ~Scratch() {
     if (p_) (void)cudaFreeAsync(p_, stream());

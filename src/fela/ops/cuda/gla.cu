@@ -1,0 +1,1197 @@
+// Gated linear attention on the GPU (SPEC §3): the chunked form of ops/cpu/gla.cpp with the chunk
+// products on tensor cores (mma.sync m16n8k16, bf16 operands, fp32 accumulation).
+//
+// Work. Tokens come in chunks of kC = 64 (the kernels' own tiling: the op's `chunk` changes
+// nothing here), chunks in spans of consecutive chunks; one CTA per (b h, span), whose warps own
+// the 16-token blocks of each chunk: gla_grads_kernel has 4 warps (warp w, block w), the other
+// chunk kernels 8 (warps w and w + 4, block w). Forward:
+//   gla_state_kernel   each span's final state from a zero state, and its total decay;
+//   gla_scan_kernel    the state entering every span, from state_in; the final state;
+//   gla_output_kernel  each span again from its entering state: o, chunk by chunk.
+// Backward (zero initial state): the same two passes, also keeping each chunk's entering state
+// relative to its span (Lc, Dc); gla_dstate_kernel, each span's dL/dS from its own outputs;
+// gla_dscan_kernel, dL/dS at every span's end; gla_grads_kernel, each span backwards.
+// Up to kMaxStep tokens (a generation step) run the recurrence itself in fp32 (gla_step_kernel).
+//
+// Decay. b_t is the log decay summed from the chunk start (in double while it is formed); block J
+// starts at c_J = b_{16J} and ends at d_J = b_{16J+15}. The kernels store
+//   QB_t = q_t exp(b_t - c_J),  KE_s = k_s exp(d_K - b_s),  BETA_t = b_t - c_J   (t in J, s in K)
+// so that  q_t k_s exp(b_t - b_s) = QB_t P_JK KE_s  with  P_JK = exp(c_J - d_K) <= 1 for K < J.
+// Every factor is exp of a difference <= 0: strong decay underflows, nothing overflows. On the
+// diagonal block P_JJ = exp(c_J - d_J) >= 1; the factored product is used there only while that
+// block's decay span c_J - d_J stays below kDiagSpan (e^40), and otherwise the diagonal scores
+// are summed channel by channel with exp(BETA_t - BETA_s) (strong decay). Across chunks:
+// exp(b_t) = exp(BETA_t) E_J with E_J = exp(c_J), exp(b_L - b_s) = exp(d_K - b_s) F_K with
+// F_K = exp(d_3 - d_K), and the whole chunk decays by GL = exp(d_3).
+//
+// Precision. q, k, v, dO are bf16 and enter the tensor cores as they are. Every other operand
+// (decayed q and k, scores, states) is split into two bf16 terms hi + lo (16 significant bits)
+// and multiplied as hi*hi + hi*lo + lo*hi, so products carry about 2^-17 relative error instead
+// of bf16's 2^-9: the state that generation carries stays within fp32-like error of the
+// recurrence, and o, dq, dk, dv are limited by their bf16 storage.
+//
+// Determinism: every sum has a fixed order (no atomics on floats).
+#include <algorithm>
+
+#include "fela/ops/cuda/common.cuh"
+#include "fela/ops/gla.h"
+
+namespace fela::ops::cuda {
+
+namespace {
+
+constexpr int kC = 64;                      // tokens per chunk
+constexpr int kBlocks = 4;                  // 16-token blocks per chunk
+constexpr int kGradThreads = 32 * kBlocks;  // gla_grads_kernel: one warp per block
+constexpr int kWideThreads = 64 * kBlocks;  // the other chunk kernels: two warps per block
+constexpr int kMaxStep = 16;                // token counts the step kernel takes
+constexpr double kDiagSpan = 40.0;          // largest block decay span for the factored diagonal
+constexpr int kMul = 25;                    // multipliers per channel: P[16], E[4], F[4], GL
+
+using bf16 = __nv_bfloat16;
+
+__device__ __forceinline__ float bf(bf16 x) { return __bfloat162float(x); }
+
+// ---- what a kernel gets -----------------------------------------------------------------------
+
+struct Params {
+  const bf16 *q, *k, *v, *dO;  // [B, N, H, Dk] / [B, N, H, Dv]
+  const float* a;              // [B, N, H, Dk]
+  bf16 *o, *dq, *dk, *dv;
+  float* da;
+  const float* state_in;  // [B, H, Dk, Dv] or null
+  float* state_out;       // [B, H, Dk, Dv] or null (may be state_in)
+  float* U;   // [BH, nsp + 1, DKP, DVP]: span states from zero, then entering states (+ final)
+  float* G;   // [BH, nsp, DKP]: decay over each span
+  float* Lc;  // [BH, nc, DKP, DVP]: state entering each chunk from a zero state at its span start
+  float* Dc;  // [BH, nc, DKP]: decay from the span start to each chunk
+  float* dU;  // [BH, nsp, DKP, DVP]: span dL/dS from its own outputs, then dL/dS at span ends
+  int64_t B, N, H, BH;
+  int Dk, Dv, DKP, DVP;
+  int nc, cps, nsp;  // chunks, chunks per span, spans
+  float scale;
+  bool vec, vec_qk, vec_a;  // v (and dO), q and k, a rows can be read 16 bytes at a time
+};
+
+// ---- shared memory ----------------------------------------------------------------------------
+
+enum class Kind { State, Output, DState, Grads };
+
+// Byte offsets into the dynamic shared memory (-1: unused by that kernel) and row strides, padded
+// so that the fragment loads of each array spread over the banks.
+struct Smem {
+  int sq, sv, sh;  // elements per row: [kC, DKP] arrays, [kC, DVP] bf16 arrays, [DKP, DVP] states
+  int qr, kr;      // bf16 [kC, sq]: raw q, k
+  int qb, ke;      // fp32 [kC, sq]: QB, KE
+  int beta;        // fp32 [kC, sq]: raw a until prepare turns it into BETA
+  int v, dO;       // bf16 [kC, sv]
+  int hs, dhs;     // fp32 [DKP, sh]: state S, dL/dS
+  int mul;         // fp32 [kMul, DKP]: P[J*4+K], E[J], F[K], GL
+  int cd;          // double [12, DKP]: block sums, c_J, d_J
+  int ld;          // double [DKP]: log decay since the span start
+  int flags;       // int [4]: diagonal block J needs the channel-by-channel scores
+  int tot, acc;    // fp32 [4, DKP] block totals and [DKP] later-chunk part, for da
+  int dat;         // fp32 [kBlocks, 16, 17]: each warp's diagonal block of dA
+  int bytes;
+};
+
+__host__ __device__ inline int carve(int& at, int bytes, bool used) {
+  if (!used) return -1;
+  const int o = at;
+  at += (bytes + 15) / 16 * 16;
+  return o;
+}
+
+__host__ __device__ inline Smem smem_layout(int dkp, int dvp, Kind kind) {
+  const bool st = kind == Kind::State, out = kind == Kind::Output, ds = kind == Kind::DState,
+             gr = kind == Kind::Grads;
+  Smem m{};
+  m.sq = dkp + 8;
+  m.sv = dvp + 8;
+  m.sh = dvp + 4;
+  int at = 0;
+  m.qr = carve(at, kC * m.sq * 2, out || ds || gr);
+  m.kr = carve(at, kC * m.sq * 2, st || out || gr);
+  m.qb = carve(at, kC * m.sq * 4, out || ds || gr);
+  m.ke = carve(at, kC * m.sq * 4, st || out || gr);
+  m.beta = carve(at, kC * m.sq * 4, true);
+  m.v = carve(at, kC * m.sv * 2, st || out || gr);
+  m.dO = carve(at, kC * m.sv * 2, ds || gr);
+  m.hs = carve(at, dkp * m.sh * 4, st || out || gr);
+  m.dhs = carve(at, dkp * m.sh * 4, ds || gr);
+  m.mul = carve(at, kMul * dkp * 4, true);
+  m.cd = carve(at, 12 * dkp * 8, true);
+  m.ld = carve(at, dkp * 8, true);
+  m.flags = carve(at, 4 * 4, true);
+  m.tot = carve(at, 4 * dkp * 4, gr);
+  m.acc = carve(at, dkp * 4, gr);
+  m.dat = carve(at, kBlocks * 16 * 17 * 4, gr);
+  m.bytes = at;
+  return m;
+}
+
+template <class T>
+__device__ __forceinline__ T* at(char* sm, int off) {
+  return reinterpret_cast<T*>(sm + off);
+}
+
+// ---- tensor-core fragments --------------------------------------------------------------------
+// m16n8k16 with lane = 4 g + c: A (16x16, row-major) holds rows g, g+8 and columns 2c, 2c+1,
+// 2c+8, 2c+9; B (16x8) holds k rows 2c, 2c+1, 2c+8, 2c+9 of column g; C (16x8) holds rows g, g+8
+// and columns 2c, 2c+1 as c[0..1] (row g) and c[2..3] (row g+8). The first element of each pair
+// sits in the low 16 bits.
+
+__device__ __forceinline__ uint32_t bits(__nv_bfloat162 x) {
+  return *reinterpret_cast<uint32_t*>(&x);
+}
+__device__ __forceinline__ uint32_t pack(float x0, float x1) {
+  return bits(__floats2bfloat162_rn(x0, x1));
+}
+
+struct Split {
+  uint32_t hi, lo;
+};
+// x = hi + lo + O(2^-17 x): lo is the bf16 rounding of the exact fp32 remainder.
+__device__ __forceinline__ Split split(float x0, float x1) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+  const float2 hf = __bfloat1622float2(h);
+  return {bits(h), pack(x0 - hf.x, x1 - hf.y)};
+}
+
+struct FragA {
+  uint32_t hi[4], lo[4];
+};
+struct FragB {
+  uint32_t hi[2], lo[2];
+};
+
+__device__ __forceinline__ int lane_g() { return (threadIdx.x % 32) / 4; }
+__device__ __forceinline__ int lane_c() { return threadIdx.x % 4; }
+
+// f(r, k) with r, k in 0..15.
+template <class F>
+__device__ __forceinline__ FragA frag_a(F f) {
+  const int g = lane_g(), c = 2 * lane_c();
+  const Split s0 = split(f(g, c), f(g, c + 1)), s1 = split(f(g + 8, c), f(g + 8, c + 1));
+  const Split s2 = split(f(g, c + 8), f(g, c + 9)), s3 = split(f(g + 8, c + 8), f(g + 8, c + 9));
+  return {{s0.hi, s1.hi, s2.hi, s3.hi}, {s0.lo, s1.lo, s2.lo, s3.lo}};
+}
+// f returns values that bf16 holds exactly.
+template <class F>
+__device__ __forceinline__ void frag_a_exact(uint32_t (&a)[4], F f) {
+  const int g = lane_g(), c = 2 * lane_c();
+  a[0] = pack(f(g, c), f(g, c + 1));
+  a[1] = pack(f(g + 8, c), f(g + 8, c + 1));
+  a[2] = pack(f(g, c + 8), f(g, c + 9));
+  a[3] = pack(f(g + 8, c + 8), f(g + 8, c + 9));
+}
+// f(k, n) with k in 0..15, n in 0..7.
+template <class F>
+__device__ __forceinline__ FragB frag_b(F f) {
+  const int g = lane_g(), c = 2 * lane_c();
+  const Split s0 = split(f(c, g), f(c + 1, g)), s1 = split(f(c + 8, g), f(c + 9, g));
+  return {{s0.hi, s1.hi}, {s0.lo, s1.lo}};
+}
+template <class F>
+__device__ __forceinline__ void frag_b_exact(uint32_t (&b)[2], F f) {
+  const int g = lane_g(), c = 2 * lane_c();
+  b[0] = pack(f(c, g), f(c + 1, g));
+  b[1] = pack(f(c + 8, g), f(c + 9, g));
+}
+// Two C fragments (columns 0..7 and 8..15), times mul, as the A fragment of a 16x16 block.
+__device__ __forceinline__ FragA frag_from_acc(const float (&c0)[4], const float (&c1)[4],
+                                               float mul) {
+  const Split s0 = split(c0[0] * mul, c0[1] * mul), s1 = split(c0[2] * mul, c0[3] * mul);
+  const Split s2 = split(c1[0] * mul, c1[1] * mul), s3 = split(c1[2] * mul, c1[3] * mul);
+  return {{s0.hi, s1.hi, s2.hi, s3.hi}, {s0.lo, s1.lo, s2.lo, s3.lo}};
+}
+
+__device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                    uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// Both operands split: hi*hi + hi*lo + lo*hi (lo*lo is below the fp32 accumulation).
+__device__ __forceinline__ void mma3(float (&d)[4], const FragA& a, const FragB& b) {
+  mma(d, a.lo, b.hi[0], b.hi[1]);
+  mma(d, a.hi, b.lo[0], b.lo[1]);
+  mma(d, a.hi, b.hi[0], b.hi[1]);
+}
+// A split, B exact.
+__device__ __forceinline__ void mma_ae(float (&d)[4], const FragA& a, const uint32_t (&b)[2]) {
+  mma(d, a.lo, b[0], b[1]);
+  mma(d, a.hi, b[0], b[1]);
+}
+// A exact, B split.
+__device__ __forceinline__ void mma_be(float (&d)[4], const uint32_t (&a)[4], const FragB& b) {
+  mma(d, a, b.lo[0], b.lo[1]);
+  mma(d, a, b.hi[0], b.hi[1]);
+}
+
+// Row and column of C-fragment element e of n-tile nt (within a 16-row block).
+__device__ __forceinline__ int c_row(int e) { return lane_g() + 8 * (e >> 1); }
+__device__ __forceinline__ int c_col(int nt, int e) { return 8 * nt + 2 * lane_c() + (e & 1); }
+
+// ---- per-chunk staging ------------------------------------------------------------------------
+
+// Tokens of the chunk starting at t0 (kC but for the last).
+__device__ __forceinline__ int chunk_rows(const Params& p, int t0) {
+  return p.N - t0 < kC ? int(p.N - t0) : kC;
+}
+
+// Element offsets of token t0, head h, channel 0 in the [B, N, H, D] arrays.
+__device__ __forceinline__ int64_t koff(const Params& p, int64_t bh, int t0) {
+  return ((bh / p.H * p.N + t0) * p.H + bh % p.H) * p.Dk;
+}
+__device__ __forceinline__ int64_t voff(const Params& p, int64_t bh, int t0) {
+  return ((bh / p.H * p.N + t0) * p.H + bh % p.H) * p.Dv;
+}
+
+__device__ __forceinline__ float zero_of(const float*) { return 0.f; }
+__device__ __forceinline__ bf16 zero_of(const bf16*) { return __float2bfloat16_rn(0.f); }
+
+// A [kC, cols] tile of a token-major array (rows ld elements apart) into shared memory (rows sd
+// elements apart), zero past `rows` and past `cols` up to pcols. Each thread issues a batch of
+// loads before it stores any, so that their latencies overlap; 16-byte pieces when vec (cols and
+// pcols whole pieces, src and ld 16-byte aligned).
+template <class T>
+__device__ void stage_tile(T* dst, int sd, const T* src, int64_t ld, int rows, int cols, int pcols,
+                           bool vec) {
+  constexpr int kBatch = 8;
+  if (vec) {
+    constexpr int E = 16 / sizeof(T);
+    const int per = pcols / E, n = kC * per;
+    for (int i0 = threadIdx.x; i0 < n; i0 += int(blockDim.x) * kBatch) {
+      uint4 x[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int it = i0 + u * int(blockDim.x), r = it / per, j = it % per * E;
+        x[u] = make_uint4(0, 0, 0, 0);
+        if (it < n && r < rows && j < cols)
+          x[u] = *reinterpret_cast<const uint4*>(src + r * ld + j);
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int it = i0 + u * int(blockDim.x), r = it / per, j = it % per * E;
+        if (it < n) *reinterpret_cast<uint4*>(dst + r * sd + j) = x[u];
+      }
+    }
+  } else {
+    const int n = kC * pcols;
+    for (int i0 = threadIdx.x; i0 < n; i0 += int(blockDim.x) * kBatch) {
+      T x[kBatch];
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int it = i0 + u * int(blockDim.x), r = it / pcols, j = it % pcols;
+        x[u] = it < n && r < rows && j < cols ? src[r * ld + j] : zero_of(src);
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int it = i0 + u * int(blockDim.x), r = it / pcols, j = it % pcols;
+        if (it < n) dst[r * sd + j] = x[u];
+      }
+    }
+  }
+}
+
+// The chunk of `rows` tokens at t0 of head bh: raw q, k, a into QR, KR, BETA (those the kernel's
+// layout has), and rows of Y (v or dO) into Ys.
+template <int DKP>
+__device__ void stage_chunk(const Smem& m, char* sm, const Params& p, int64_t bh, int t0, int rows,
+                            bf16* Ys, const bf16* Y) {
+  const int64_t ld = p.H * p.Dk, off = koff(p, bh, t0);
+  stage_tile(Ys, m.sv, Y + voff(p, bh, t0), p.H * p.Dv, rows, p.Dv, p.DVP, p.vec);
+  if (m.qr >= 0) stage_tile(at<bf16>(sm, m.qr), m.sq, p.q + off, ld, rows, p.Dk, DKP, p.vec_qk);
+  if (m.kr >= 0) stage_tile(at<bf16>(sm, m.kr), m.sq, p.k + off, ld, rows, p.Dk, DKP, p.vec_qk);
+  stage_tile(at<float>(sm, m.beta), m.sq, p.a + off, ld, rows, p.Dk, DKP, p.vec_a);
+}
+
+// After stage_chunk: fills the arrays of the kernel's layout (QB, KE; BETA over the raw a), the
+// multipliers, the fallback flags, and in cd the block sums, c_J and d_J (doubles). Rows past the
+// sequence and channels past Dk were staged as zeros (a = 0). Starts and ends with a barrier.
+template <int DKP>
+__device__ void prepare(const Smem& m, char* sm) {
+  const int tid = threadIdx.x, sq = m.sq;
+  double* sigma = at<double>(sm, m.cd);
+  double* cc = sigma + 4 * DKP;
+  double* dd = sigma + 8 * DKP;
+  int* flags = at<int>(sm, m.flags);
+  float* AB = at<float>(sm, m.beta);  // raw a, overwritten by BETA element by element
+  if (tid < 4) flags[tid] = 0;
+  __syncthreads();
+  // Item (J, i) reads only block J of channel i, in both loops, on the same thread: each a is
+  // read before its BETA replaces it.
+  for (int it = tid; it < 4 * DKP; it += blockDim.x) {  // it = J DKP + i
+    const int J = it / DKP, i = it % DKP;
+    double s = 0;
+#pragma unroll
+    for (int u = 0; u < 16; ++u) s += AB[(16 * J + u) * sq + i];
+    sigma[it] = s;
+  }
+  __syncthreads();
+  for (int it = tid; it < 4 * DKP; it += blockDim.x) {
+    const int J = it / DKP, i = it % DKP;
+    const double a0 = AB[16 * J * sq + i];
+    double c = a0;
+    for (int K = 0; K < J; ++K) c += sigma[K * DKP + i];
+    const double bend = sigma[it] - a0;  // BETA at the block's last token
+    cc[it] = c;
+    dd[it] = c + bend;
+    if (-bend > kDiagSpan) atomicOr(&flags[J], 1);
+    double beta = 0;
+#pragma unroll 4
+    for (int u = 0; u < 16; ++u) {
+      const int x = (16 * J + u) * sq + i;
+      if (u) beta += AB[x];
+      if (m.qb >= 0) at<float>(sm, m.qb)[x] = bf(at<bf16>(sm, m.qr)[x]) * expf(float(beta));
+      if (m.ke >= 0) at<float>(sm, m.ke)[x] = bf(at<bf16>(sm, m.kr)[x]) * expf(float(bend - beta));
+      AB[x] = float(beta);
+    }
+  }
+  __syncthreads();
+  float* mul = at<float>(sm, m.mul);
+  for (int i = tid; i < DKP; i += blockDim.x) {
+    for (int J = 0; J < 4; ++J) {
+      const double c = cc[J * DKP + i];
+      for (int K = 0; K <= J; ++K)  // P_JJ is only used below kDiagSpan; the clamp keeps it finite
+        mul[(J * 4 + K) * DKP + i] = expf(float(fmin(c - dd[K * DKP + i], 80.0)));
+      mul[(16 + J) * DKP + i] = expf(float(c));
+      mul[(20 + J) * DKP + i] = expf(float(dd[3 * DKP + i] - dd[J * DKP + i]));
+    }
+    mul[24 * DKP + i] = expf(float(dd[3 * DKP + i]));
+  }
+  __syncthreads();
+}
+
+// dst (shared, rows sh apart) = diag(D) H + L for dense [DKP, DVP] states in global memory; D and
+// L may be null (ones, zeros). Loads are batched as in stage_tile.
+__device__ void state_to_smem(float* dst, int sh, const float* H, const float* D, const float* L,
+                              int DKP, int DVP) {
+  constexpr int kBatch = 4;
+  const int per = DVP / 4, n = DKP * per;
+  for (int i0 = threadIdx.x; i0 < n; i0 += int(blockDim.x) * kBatch) {
+    float4 h[kBatch], l[kBatch];
+    float d[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int it = i0 + u * int(blockDim.x), i = it / per, j = it % per * 4;
+      h[u] = l[u] = make_float4(0.f, 0.f, 0.f, 0.f);
+      d[u] = 1.f;
+      if (it < n) {
+        h[u] = *reinterpret_cast<const float4*>(H + int64_t(i) * DVP + j);
+        if (L) l[u] = *reinterpret_cast<const float4*>(L + int64_t(i) * DVP + j);
+        if (D) d[u] = D[i];
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int it = i0 + u * int(blockDim.x), i = it / per, j = it % per * 4;
+      if (it < n)
+        *reinterpret_cast<float4*>(dst + i * sh + j) =
+            make_float4(d[u] * h[u].x + l[u].x, d[u] * h[u].y + l[u].y, d[u] * h[u].z + l[u].z,
+                        d[u] * h[u].w + l[u].w);
+    }
+  }
+}
+__device__ void state_to_global(float* dst, const float* src, int sh, int DKP, int DVP) {
+  const int per = DVP / 4;
+  for (int it = threadIdx.x; it < DKP * per; it += blockDim.x) {
+    const int i = it / per, j = (it % per) * 4;
+    *reinterpret_cast<float4*>(dst + int64_t(i) * DVP + j) =
+        *reinterpret_cast<const float4*>(src + i * sh + j);
+  }
+}
+__device__ void state_zero(float* dst, int sh, int DKP) {
+  for (int it = threadIdx.x; it < DKP * sh; it += blockDim.x) dst[it] = 0.f;
+}
+
+// X = diag(GL) X + (R ⊙ M_block scale)^T Y over the chunk: the state update (R = KE, M = F,
+// Y = V) and the backward one (X = dL/dS, R = QB, M = E, scale, Y = dO). X is [DKP, DVP],
+// split among the warps in 16 x 32 tiles; each element is read and written by one thread.
+template <int DKP>
+__device__ void state_step(float* X, int sh, const float* R, int sq, const float* M, float scale,
+                           const bf16* Y, int sv, const float* GL, int DVP) {
+  constexpr int MT = DKP / 16;
+  const int w = threadIdx.x / 32;
+  const int tiles = MT * (DVP / 32);
+  for (int tt = w; tt < tiles; tt += blockDim.x / 32) {
+    const int mt = tt % MT, gc = tt / MT;
+    float acc[4][4] = {};
+#pragma unroll
+    for (int ks = 0; ks < 4; ++ks) {  // tokens of block ks
+      const FragA fa = frag_a([&](int r, int k) {
+        const int i = 16 * mt + r;
+        return R[(16 * ks + k) * sq + i] * M[ks * DKP + i] * scale;
+      });
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        uint32_t fb[2];
+        frag_b_exact(
+            fb, [&](int k, int n) { return bf(Y[(16 * ks + k) * sv + 32 * gc + 8 * nt + n]); });
+        mma_ae(acc[nt], fa, fb);
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int i = 16 * mt + c_row(e), j = 32 * gc + c_col(nt, e);
+        X[i * sh + j] = GL[i] * X[i * sh + j] + acc[nt][e];
+      }
+  }
+}
+
+// Diagonal-block scores summed channel by channel, for strong decay, at the lane's C positions:
+// transposed = false: row t, column s, kept where s <= t; true: row s, column t, kept where
+// t >= s. Unscaled. exp(BETA_t - BETA_s) <= 1 within a block.
+template <int DKP>
+__device__ void diag_scores(float (&s)[2][4], const bf16* QR, const bf16* KR, const float* BETA,
+                            int sq, int J, bool transposed) {
+#pragma unroll
+  for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int row = c_row(e), col = c_col(nt, e);
+      const int t = 16 * J + (transposed ? col : row), u = 16 * J + (transposed ? row : col);
+      float acc = 0.f;
+      if (u <= t)
+        for (int i = 0; i < DKP; ++i)
+          acc +=
+              bf(QR[t * sq + i]) * bf(KR[u * sq + i]) * expf(BETA[t * sq + i] - BETA[u * sq + i]);
+      s[nt][e] = acc;
+    }
+}
+
+// ---- forward: o for one chunk -----------------------------------------------------------------
+
+// Block w: o_t = sum_{K<=w} A_wK V_K + (QB_t E_w scale) S for its 16 tokens, with
+// A_wK = scale QB_w diag(P_wK) KE_K^T (masked on the diagonal block). Warps w and w + 4 both form
+// A_wK and take alternate 32-column groups of o.
+template <int DKP>
+__device__ void chunk_output(const Smem& m, char* sm, const Params& p, bf16* o, int rows) {
+  constexpr int KS = DKP / 16;
+  const int w = threadIdx.x / 32 % kBlocks, half = threadIdx.x / 32 / kBlocks;
+  const int halves = blockDim.x / (32 * kBlocks), sq = m.sq, sv = m.sv, sh = m.sh;
+  const float* QB = at<float>(sm, m.qb);
+  const float* KE = at<float>(sm, m.ke);
+  const float* BETA = at<float>(sm, m.beta);
+  const bf16* QR = at<bf16>(sm, m.qr);
+  const bf16* KR = at<bf16>(sm, m.kr);
+  const bf16* V = at<bf16>(sm, m.v);
+  const float* HS = at<float>(sm, m.hs);
+  const float* P = at<float>(sm, m.mul);
+  const float* E = P + 16 * DKP;
+  const bool fallback = at<int>(sm, m.flags)[w] != 0;
+
+  FragA qa[KS];
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks)
+    qa[ks] = frag_a([&](int r, int k) { return QB[(16 * w + r) * sq + 16 * ks + k]; });
+  FragA sa[4];  // A_wK as A fragments (K <= w)
+#pragma unroll
+  for (int K = 0; K < 4; ++K) {
+    if (K > w) continue;
+    float s[2][4] = {};
+    if (K == w && fallback) {
+      diag_scores<DKP>(s, QR, KR, BETA, sq, w, false);
+    } else {
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+          const FragB fb = frag_b([&](int k, int n) {
+            const int i = 16 * ks + k;
+            return KE[(16 * K + 8 * nt + n) * sq + i] * P[(w * 4 + K) * DKP + i];
+          });
+          mma3(s[nt], qa[ks], fb);
+        }
+      if (K == w)
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (c_col(nt, e) > c_row(e)) s[nt][e] = 0.f;
+    }
+    sa[K] = frag_from_acc(s[0], s[1], p.scale);
+  }
+  FragA qi[KS];  // QB E_w scale: the queries against the entering state
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks)
+    qi[ks] = frag_a([&](int r, int k) {
+      const int i = 16 * ks + k;
+      return QB[(16 * w + r) * sq + i] * E[w * DKP + i] * p.scale;
+    });
+  const int64_t ldv = p.H * p.Dv;
+  for (int gc = half; gc < p.DVP / 32; gc += halves) {
+    float acc[4][4] = {};
+#pragma unroll
+    for (int K = 0; K < 4; ++K) {
+      if (K > w) continue;
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        uint32_t fb[2];
+        frag_b_exact(fb,
+                     [&](int k, int n) { return bf(V[(16 * K + k) * sv + 32 * gc + 8 * nt + n]); });
+        mma_ae(acc[nt], sa[K], fb);
+      }
+    }
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        const FragB fb =
+            frag_b([&](int k, int n) { return HS[(16 * ks + k) * sh + 32 * gc + 8 * nt + n]; });
+        mma3(acc[nt], qi[ks], fb);
+      }
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = 16 * w + c_row(e), j = 32 * gc + c_col(nt, e);
+        if (r < rows && j < p.Dv) o[r * ldv + j] = __float2bfloat16_rn(acc[nt][e]);
+      }
+  }
+}
+
+// ---- backward: dq, dk, dv, da for one chunk ---------------------------------------------------
+
+// In-lane-column suffix sum over g' >= g (the 8 lanes sharing c).
+__device__ __forceinline__ float suffix8(float v) {
+  const int g = lane_g();
+#pragma unroll
+  for (int d = 1; d < 8; d *= 2) {
+    const float o = __shfl_down_sync(0xffffffffu, v, 4 * d);
+    if (g + d < 8) v += o;
+  }
+  return v;
+}
+
+// Warp w takes row block w (dq: dA_wK = dO_w V_K^T) and column block w (dk, dv: dA^T_Jw and
+// A^T_Jw for J >= w), which balances the triangle. HS is the state entering the chunk, DHS the
+// gradient with respect to the state leaving it, ACC[i] = sum_j S'[i,j] dS'[i,j] (the tokens after
+// the chunk). Ends after its da stores; contains one barrier.
+template <int DKP>
+__device__ void chunk_grads(const Smem& m, char* sm, const Params& p, int64_t bh, int t0, int rows,
+                            bool seq_start) {
+  constexpr int KS = DKP / 16, NT = DKP / 8;
+  const int w = threadIdx.x / 32, sq = m.sq, sv = m.sv, sh = m.sh, VS = p.DVP / 16;
+  const float* QB = at<float>(sm, m.qb);
+  const float* KE = at<float>(sm, m.ke);
+  const float* BETA = at<float>(sm, m.beta);
+  const bf16* QR = at<bf16>(sm, m.qr);
+  const bf16* KR = at<bf16>(sm, m.kr);
+  const bf16* V = at<bf16>(sm, m.v);
+  const bf16* DO = at<bf16>(sm, m.dO);
+  const float* HS = at<float>(sm, m.hs);
+  const float* DHS = at<float>(sm, m.dhs);
+  const float* P = at<float>(sm, m.mul);
+  const float* E = P + 16 * DKP;
+  const float* F = P + 20 * DKP;
+  float* TOT = at<float>(sm, m.tot);
+  const float* ACC = at<float>(sm, m.acc);
+  float* DAT = at<float>(sm, m.dat) + w * 16 * 17;  // dA of the diagonal block, [t][s]
+  const bool fallback = at<int>(sm, m.flags)[w] != 0;
+  const int64_t ldk = p.H * p.Dk, ldv = p.H * p.Dv;
+  const int64_t kbase = koff(p, bh, t0), vbase = voff(p, bh, t0);
+  const float scale = p.scale;
+
+  // dA_wK[t, s] = dO_t . v_s (exact bf16 products)
+  float dA[4][2][4] = {};
+  for (int ks = 0; ks < VS; ++ks) {
+    uint32_t fa[4];
+    frag_a_exact(fa, [&](int r, int k) { return bf(DO[(16 * w + r) * sv + 16 * ks + k]); });
+#pragma unroll
+    for (int K = 0; K < 4; ++K) {
+      if (K > w) continue;
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt) {
+        uint32_t fb[2];
+        frag_b_exact(fb,
+                     [&](int k, int n) { return bf(V[(16 * K + 8 * nt + n) * sv + 16 * ks + k]); });
+        mma(dA[K][nt], fa, fb[0], fb[1]);
+      }
+    }
+  }
+#pragma unroll
+  for (int K = 0; K < 4; ++K) {
+    if (K != w) continue;
+#pragma unroll
+    for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if (c_col(nt, e) > c_row(e)) dA[K][nt][e] = 0.f;
+        DAT[c_row(e) * 17 + c_col(nt, e)] = dA[K][nt][e];
+      }
+  }
+  __syncwarp();
+
+  // dq_t = scale exp(BETA_t) (sum_K dA_wK (KE_K ⊙ P_wK) + dO_t (S ⊙ E_w)^T)
+  float x[NT][4];  // q dq - k dk, then da
+  {
+    float dq[NT][4] = {};
+#pragma unroll
+    for (int K = 0; K < 4; ++K) {
+      if (K > w || (K == w && fallback)) continue;
+      const FragA fa = frag_from_acc(dA[K][0], dA[K][1], 1.f);
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const FragB fb = frag_b([&](int k, int n) {
+          const int i = 8 * nt + n;
+          return KE[(16 * K + k) * sq + i] * P[(w * 4 + K) * DKP + i];
+        });
+        mma3(dq[nt], fa, fb);
+      }
+    }
+    for (int ks = 0; ks < VS; ++ks) {
+      uint32_t fa[4];
+      frag_a_exact(fa, [&](int r, int k) { return bf(DO[(16 * w + r) * sv + 16 * ks + k]); });
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const FragB fb = frag_b([&](int k, int n) {
+          const int i = 8 * nt + n;
+          return HS[i * sh + 16 * ks + k] * E[w * DKP + i];
+        });
+        mma_be(dq[nt], fa, fb);
+      }
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = c_row(e), t = 16 * w + row, i = c_col(nt, e);
+        float g = scale * expf(BETA[t * sq + i]) * dq[nt][e];
+        if (fallback) {  // the diagonal block, channel by channel
+          float s = 0.f;
+          for (int u = 0; u <= row; ++u) {
+            const int su = 16 * w + u;
+            s += DAT[row * 17 + u] * bf(KR[su * sq + i]) *
+                 expf(BETA[t * sq + i] - BETA[su * sq + i]);
+          }
+          g += scale * s;
+        }
+        if (t < rows && i < p.Dk) p.dq[kbase + t * ldk + i] = __float2bfloat16_rn(g);
+        x[nt][e] = bf(QR[t * sq + i]) * g;
+      }
+  }
+
+  // dk_s = exp(d_w - b_s) (sum_{J>=w} dA^T_Jw (QB_J ⊙ P_Jw scale) + v_s (dS ⊙ F_w)^T), and the
+  // scores A^T_Jw for dv.
+  FragA at_[4];
+  {
+    float dk[NT][4] = {};
+#pragma unroll
+    for (int J = 0; J < 4; ++J) {
+      if (J < w) continue;
+      const bool diag_fb = J == w && fallback;
+      float d[2][4] = {};  // dA^T_Jw[s, t] = v_s . dO_t
+      for (int ks = 0; ks < VS; ++ks) {
+        uint32_t fa[4];
+        frag_a_exact(fa, [&](int r, int k) { return bf(V[(16 * w + r) * sv + 16 * ks + k]); });
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt) {
+          uint32_t fb[2];
+          frag_b_exact(
+              fb, [&](int k, int n) { return bf(DO[(16 * J + 8 * nt + n) * sv + 16 * ks + k]); });
+          mma(d[nt], fa, fb[0], fb[1]);
+        }
+      }
+      float s[2][4] = {};  // A^T_Jw[s, t], unscaled
+      if (diag_fb) {
+        diag_scores<DKP>(s, QR, KR, BETA, sq, w, true);
+      } else {
+#pragma unroll
+        for (int ks = 0; ks < KS; ++ks) {
+          const FragA fa = frag_a([&](int r, int k) {
+            const int i = 16 * ks + k;
+            return KE[(16 * w + r) * sq + i] * P[(J * 4 + w) * DKP + i];
+          });
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt) {
+            const FragB fb =
+                frag_b([&](int k, int n) { return QB[(16 * J + 8 * nt + n) * sq + 16 * ks + k]; });
+            mma3(s[nt], fa, fb);
+          }
+        }
+      }
+      if (J == w)
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (c_col(nt, e) < c_row(e)) s[nt][e] = d[nt][e] = 0.f;
+      at_[J] = frag_from_acc(s[0], s[1], scale);
+      if (!diag_fb) {
+        const FragA fa = frag_from_acc(d[0], d[1], 1.f);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const FragB fb = frag_b([&](int k, int n) {
+            const int i = 8 * nt + n;
+            return QB[(16 * J + k) * sq + i] * P[(J * 4 + w) * DKP + i] * scale;
+          });
+          mma3(dk[nt], fa, fb);
+        }
+      }
+    }
+    for (int ks = 0; ks < VS; ++ks) {
+      uint32_t fa[4];
+      frag_a_exact(fa, [&](int r, int k) { return bf(V[(16 * w + r) * sv + 16 * ks + k]); });
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const FragB fb = frag_b([&](int k, int n) {
+          const int i = 8 * nt + n;
+          return DHS[i * sh + 16 * ks + k] * F[w * DKP + i];
+        });
+        mma_be(dk[nt], fa, fb);
+      }
+    }
+    const int last = (16 * w + 15) * sq;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int row = c_row(e), s = 16 * w + row, i = c_col(nt, e);
+        float g = expf(BETA[last + i] - BETA[s * sq + i]) * dk[nt][e];
+        if (fallback) {
+          float acc = 0.f;
+          for (int u = row; u < 16; ++u) {
+            const int tu = 16 * w + u;
+            acc += DAT[u * 17 + row] * bf(QR[tu * sq + i]) *
+                   expf(BETA[tu * sq + i] - BETA[s * sq + i]);
+          }
+          g += scale * acc;
+        }
+        if (s < rows && i < p.Dk) p.dk[kbase + s * ldk + i] = __float2bfloat16_rn(g);
+        x[nt][e] -= bf(KR[s * sq + i]) * g;
+      }
+  }
+
+  // dv_s = sum_{J>=w} A^T_Jw dO_J + (KE_s ⊙ F_w) dS
+  {
+    FragA kl[KS];
+#pragma unroll
+    for (int ks = 0; ks < KS; ++ks)
+      kl[ks] = frag_a([&](int r, int k) {
+        const int i = 16 * ks + k;
+        return KE[(16 * w + r) * sq + i] * F[w * DKP + i];
+      });
+    for (int gc = 0; gc < p.DVP / 32; ++gc) {
+      float acc[4][4] = {};
+#pragma unroll
+      for (int J = 0; J < 4; ++J) {
+        if (J < w) continue;
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          uint32_t fb[2];
+          frag_b_exact(
+              fb, [&](int k, int n) { return bf(DO[(16 * J + k) * sv + 32 * gc + 8 * nt + n]); });
+          mma_ae(acc[nt], at_[J], fb);
+        }
+      }
+#pragma unroll
+      for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt) {
+          const FragB fb =
+              frag_b([&](int k, int n) { return DHS[(16 * ks + k) * sh + 32 * gc + 8 * nt + n]; });
+          mma3(acc[nt], kl[ks], fb);
+        }
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int s = 16 * w + c_row(e), j = 32 * gc + c_col(nt, e);
+          if (s < rows && j < p.Dv) p.dv[vbase + s * ldv + j] = __float2bfloat16_rn(acc[nt][e]);
+        }
+    }
+  }
+
+  // da_r = sum_{t >= r} (q_t dq_t - k_t dk_t): within the block by shuffles, then the later
+  // blocks' totals and ACC (the chunks after this one).
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float hi = suffix8(x[nt][2 + h]);
+      const float total_hi = __shfl_sync(0xffffffffu, hi, lane_c());
+      const float lo = suffix8(x[nt][h]) + total_hi;
+      x[nt][h] = lo;
+      x[nt][2 + h] = hi;
+      if (lane_g() == 0) TOT[w * DKP + c_col(nt, h)] = lo;
+    }
+  __syncthreads();
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int r = 16 * w + c_row(e), i = c_col(nt, e);
+      float later = ACC[i];
+      for (int u = w + 1; u < kBlocks; ++u) later += TOT[u * DKP + i];
+      // a_0 only decays the zero initial state: its gradient is exactly 0.
+      const float g = seq_start && r == 0 ? 0.f : x[nt][e] + later;
+      if (r < rows && i < p.Dk) p.da[kbase + r * ldk + i] = g;
+    }
+}
+
+// ---- kernels ----------------------------------------------------------------------------------
+
+// One span from a zero state: its final state into U, its decay into G; with kPerChunk also the
+// state entering each chunk (Lc) and the decay to it (Dc).
+template <int DKP, bool kPerChunk>
+__global__ void __launch_bounds__(kWideThreads) gla_state_kernel(Params p) {
+  extern __shared__ __align__(16) char sm[];
+  const Smem m = smem_layout(DKP, p.DVP, Kind::State);
+  const int span = blockIdx.x;
+  const int64_t bh = blockIdx.y, P2 = int64_t(DKP) * p.DVP;
+  const int c0 = span * p.cps, c1 = min(c0 + p.cps, p.nc);
+  float* HS = at<float>(sm, m.hs);
+  double* LD = at<double>(sm, m.ld);
+  const double* dd = at<double>(sm, m.cd) + 8 * DKP;
+  const float* mul = at<float>(sm, m.mul);
+  state_zero(HS, m.sh, DKP);
+  for (int i = threadIdx.x; i < DKP; i += blockDim.x) LD[i] = 0;
+  __syncthreads();
+  for (int ch = c0; ch < c1; ++ch) {
+    const int t0 = ch * kC, rows = chunk_rows(p, t0);
+    if (kPerChunk) {
+      state_to_global(p.Lc + (bh * p.nc + ch) * P2, HS, m.sh, DKP, p.DVP);
+      for (int i = threadIdx.x; i < DKP; i += blockDim.x)
+        p.Dc[(bh * p.nc + ch) * DKP + i] = expf(float(LD[i]));
+    }
+    stage_chunk<DKP>(m, sm, p, bh, t0, rows, at<bf16>(sm, m.v), p.v);
+    prepare<DKP>(m, sm);
+    state_step<DKP>(HS, m.sh, at<float>(sm, m.ke), m.sq, mul + 20 * DKP, 1.f, at<bf16>(sm, m.v),
+                    m.sv, mul + 24 * DKP, p.DVP);
+    for (int i = threadIdx.x; i < DKP; i += blockDim.x) LD[i] += dd[3 * DKP + i];
+    __syncthreads();
+  }
+  state_to_global(p.U + (bh * (p.nsp + 1) + span) * P2, HS, m.sh, DKP, p.DVP);
+  for (int i = threadIdx.x; i < DKP; i += blockDim.x)
+    p.G[(bh * p.nsp + span) * DKP + i] = expf(float(LD[i]));
+}
+
+// U[span] (from zero) -> the state entering each span (U[nsp]: the final state), one thread per
+// state element. state_in is read before state_out is written, element by element: they may
+// be one buffer.
+__global__ void gla_scan_kernel(Params p) {
+  const int64_t P2 = int64_t(p.DKP) * p.DVP;
+  const int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (e >= p.BH * P2) return;
+  const int64_t bh = e / P2;
+  const int x = int(e % P2), i = x / p.DVP, j = x % p.DVP;
+  const bool real = i < p.Dk && j < p.Dv;
+  const int64_t so = (bh * p.Dk + i) * p.Dv + j;
+  float h = p.state_in && real ? p.state_in[so] : 0.f;
+  for (int s = 0; s < p.nsp; ++s) {
+    float* u = p.U + (bh * (p.nsp + 1) + s) * P2 + x;
+    const float local = *u;
+    *u = h;
+    h = p.G[(bh * p.nsp + s) * p.DKP + i] * h + local;
+  }
+  p.U[(bh * (p.nsp + 1) + p.nsp) * P2 + x] = h;
+  if (p.state_out && real) p.state_out[so] = h;
+}
+
+template <int DKP>
+__global__ void __launch_bounds__(kWideThreads) gla_output_kernel(Params p) {
+  extern __shared__ __align__(16) char sm[];
+  const Smem m = smem_layout(DKP, p.DVP, Kind::Output);
+  const int span = blockIdx.x;
+  const int64_t bh = blockIdx.y, P2 = int64_t(DKP) * p.DVP;
+  const int c0 = span * p.cps, c1 = min(c0 + p.cps, p.nc);
+  float* HS = at<float>(sm, m.hs);
+  const float* mul = at<float>(sm, m.mul);
+  state_to_smem(HS, m.sh, p.U + (bh * (p.nsp + 1) + span) * P2, nullptr, nullptr, DKP, p.DVP);
+  for (int ch = c0; ch < c1; ++ch) {
+    const int t0 = ch * kC, rows = chunk_rows(p, t0);
+    stage_chunk<DKP>(m, sm, p, bh, t0, rows, at<bf16>(sm, m.v), p.v);
+    prepare<DKP>(m, sm);
+    chunk_output<DKP>(m, sm, p, p.o + voff(p, bh, t0), rows);
+    if (ch + 1 < c1) {
+      __syncthreads();  // every warp has read S
+      state_step<DKP>(HS, m.sh, at<float>(sm, m.ke), m.sq, mul + 20 * DKP, 1.f, at<bf16>(sm, m.v),
+                      m.sv, mul + 24 * DKP, p.DVP);
+    }
+    __syncthreads();
+  }
+}
+
+// One span backwards from dL/dS = 0 at its end: dU = dL/d(state entering the span) from the
+// span's own outputs.
+template <int DKP>
+__global__ void __launch_bounds__(kWideThreads) gla_dstate_kernel(Params p) {
+  extern __shared__ __align__(16) char sm[];
+  const Smem m = smem_layout(DKP, p.DVP, Kind::DState);
+  const int span = blockIdx.x;
+  const int64_t bh = blockIdx.y, P2 = int64_t(DKP) * p.DVP;
+  const int c0 = span * p.cps, c1 = min(c0 + p.cps, p.nc);
+  float* DHS = at<float>(sm, m.dhs);
+  const float* mul = at<float>(sm, m.mul);
+  state_zero(DHS, m.sh, DKP);
+  for (int ch = c1 - 1; ch >= c0; --ch) {
+    const int t0 = ch * kC, rows = chunk_rows(p, t0);
+    stage_chunk<DKP>(m, sm, p, bh, t0, rows, at<bf16>(sm, m.dO), p.dO);
+    prepare<DKP>(m, sm);
+    state_step<DKP>(DHS, m.sh, at<float>(sm, m.qb), m.sq, mul + 16 * DKP, p.scale,
+                    at<bf16>(sm, m.dO), m.sv, mul + 24 * DKP, p.DVP);
+    __syncthreads();
+  }
+  state_to_global(p.dU + (bh * p.nsp + span) * P2, DHS, m.sh, DKP, p.DVP);
+}
+
+// dU[span] (the span's own part) -> dL/dS at each span's end, one thread per element.
+__global__ void gla_dscan_kernel(Params p) {
+  const int64_t P2 = int64_t(p.DKP) * p.DVP;
+  const int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (e >= p.BH * P2) return;
+  const int64_t bh = e / P2;
+  const int x = int(e % P2), i = x / p.DVP;
+  float d = 0.f;
+  for (int s = p.nsp - 1; s >= 0; --s) {
+    float* u = p.dU + (bh * p.nsp + s) * P2 + x;
+    const float local = *u;
+    *u = d;
+    d = p.G[(bh * p.nsp + s) * p.DKP + i] * d + local;
+  }
+}
+
+template <int DKP>
+__global__ void __launch_bounds__(kGradThreads) gla_grads_kernel(Params p) {
+  extern __shared__ __align__(16) char sm[];
+  const Smem m = smem_layout(DKP, p.DVP, Kind::Grads);
+  const int span = blockIdx.x;
+  const int64_t bh = blockIdx.y, P2 = int64_t(DKP) * p.DVP;
+  const int c0 = span * p.cps, c1 = min(c0 + p.cps, p.nc);
+  float* HS = at<float>(sm, m.hs);
+  float* DHS = at<float>(sm, m.dhs);
+  float* ACC = at<float>(sm, m.acc);
+  const float* mul = at<float>(sm, m.mul);
+  const float* Hspan = p.U + (bh * (p.nsp + 1) + span) * P2;
+  state_to_smem(DHS, m.sh, p.dU + (bh * p.nsp + span) * P2, nullptr, nullptr, DKP, p.DVP);
+  __syncthreads();
+  for (int i = threadIdx.x; i < DKP; i += blockDim.x) {  // the tokens after this span
+    const float* Send = Hspan + P2 + int64_t(i) * p.DVP;
+    float s = 0.f;
+#pragma unroll 8
+    for (int j = 0; j < p.DVP; ++j) s += Send[j] * DHS[i * m.sh + j];
+    ACC[i] = s;
+  }
+  for (int ch = c1 - 1; ch >= c0; --ch) {
+    const int t0 = ch * kC, rows = chunk_rows(p, t0);
+    stage_chunk<DKP>(m, sm, p, bh, t0, rows, at<bf16>(sm, m.v), p.v);
+    stage_tile(at<bf16>(sm, m.dO), m.sv, p.dO + voff(p, bh, t0), p.H * p.Dv, rows, p.Dv, p.DVP,
+               p.vec);
+    // S entering the chunk = Dc ⊙ S entering the span + Lc
+    state_to_smem(HS, m.sh, Hspan, p.Dc + (bh * p.nc + ch) * DKP, p.Lc + (bh * p.nc + ch) * P2, DKP,
+                  p.DVP);
+    prepare<DKP>(m, sm);
+    chunk_grads<DKP>(m, sm, p, bh, t0, rows, ch == 0);
+    if (ch > c0) {
+      // chunk_grads' barrier came after every read of dS; ACC is still being read.
+      state_step<DKP>(DHS, m.sh, at<float>(sm, m.qb), m.sq, mul + 16 * DKP, p.scale,
+                      at<bf16>(sm, m.dO), m.sv, mul + 24 * DKP, p.DVP);
+      __syncthreads();
+      for (int i = threadIdx.x; i < DKP; i += blockDim.x) {
+        float s = 0.f;
+#pragma unroll 8
+        for (int j = 0; j < p.DVP; ++j) s += HS[i * m.sh + j] * DHS[i * m.sh + j];
+        ACC[i] = s;
+      }
+    }
+    __syncthreads();
+  }
+}
+
+// The recurrence itself for N <= kMaxStep tokens, one thread per (b, h, j) and state column j,
+// in fp32: S[i,j] = exp(a_t[i]) S[i,j] + k_t[i] v_t[j], o_t[j] = scale sum_i q_t[i] S[i,j]. Each
+// thread reads its state column before writing it, so state_in may be state_out; it takes the
+// column 8 rows at a time, all loads of a batch before its stores, so that they overlap.
+__global__ void gla_step_kernel(bf16* o, float* state_out, const bf16* q, const bf16* k,
+                                const bf16* v, const float* a, const float* state_in, int64_t B,
+                                int N, int64_t H, int Dk, int Dv, float scale) {
+  constexpr int kRows = 8;
+  const int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (e >= B * H * Dv) return;
+  const int j = int(e % Dv);
+  const int64_t bh = e / Dv, b = bh / H, h = bh % H;
+  float vt[kMaxStep], acc[kMaxStep];
+#pragma unroll
+  for (int t = 0; t < kMaxStep; ++t) {
+    vt[t] = t < N ? bf(v[((b * N + t) * H + h) * Dv + j]) : 0.f;
+    acc[t] = 0.f;
+  }
+  for (int i0 = 0; i0 < Dk; i0 += kRows) {
+    float s[kRows];
+#pragma unroll
+    for (int u = 0; u < kRows; ++u)
+      s[u] = state_in && i0 + u < Dk ? state_in[(bh * Dk + i0 + u) * Dv + j] : 0.f;
+#pragma unroll
+    for (int t = 0; t < kMaxStep; ++t) {
+      if (t >= N) break;
+      float g[kRows], kk[kRows], qq[kRows];
+#pragma unroll
+      for (int u = 0; u < kRows; ++u) {
+        const int64_t rk = ((b * N + t) * H + h) * Dk + i0 + u;
+        const bool in = i0 + u < Dk;
+        g[u] = in ? expf(a[rk]) : 1.f;
+        kk[u] = in ? bf(k[rk]) : 0.f;
+        qq[u] = in ? bf(q[rk]) : 0.f;
+      }
+#pragma unroll
+      for (int u = 0; u < kRows; ++u) {
+        s[u] = g[u] * s[u] + kk[u] * vt[t];
+        acc[t] += qq[u] * s[u];
+      }
+    }
+    if (state_out)
+#pragma unroll
+      for (int u = 0; u < kRows; ++u)
+        if (i0 + u < Dk) state_out[(bh * Dk + i0 + u) * Dv + j] = s[u];
+  }
+#pragma unroll
+  for (int t = 0; t < kMaxStep; ++t) {
+    if (t >= N) break;
+    o[((b * N + t) * H + h) * Dv + j] = __float2bfloat16_rn(acc[t] * scale);
+  }
+}
+
+// ---- host side --------------------------------------------------------------------------------
+
+int device_attr(cudaDeviceAttr what) {
+  int dev = 0, v = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&v, what, dev));
+  return v;
+}
+
+bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+// Spans: enough (b h, span) blocks to fill the GPU about four times over, each span whole chunks.
+Params plan(int64_t B, int64_t N, int64_t H, int64_t Dk, int64_t Dv, double scale) {
+  FELA_CHECK(Dk <= 64, "[gla] the CUDA kernels take head widths Dk up to 64, got ", Dk);
+  Params p{};
+  p.B = B;
+  p.N = N;
+  p.H = H;
+  p.BH = B * H;
+  FELA_CHECK(p.BH < 65536, "[gla] B x H = ", p.BH, " exceeds the CUDA kernels' grid");
+  p.Dk = int(Dk);
+  p.Dv = int(Dv);
+  p.DKP = Dk <= 32 ? 32 : 64;
+  p.DVP = int((Dv + 31) / 32 * 32);
+  p.scale = float(scale);
+  p.nc = int((N + kC - 1) / kC);
+  static const int sms = device_attr(cudaDevAttrMultiProcessorCount);
+  const int64_t want = std::clamp<int64_t>((4 * sms + p.BH - 1) / p.BH, 1, p.nc);
+  p.cps = int((p.nc + want - 1) / want);
+  p.nsp = (p.nc + p.cps - 1) / p.cps;
+  return p;
+}
+
+template <class Kernel>
+void launch(Kernel kernel, const Params& p, Kind kind) {
+  const Smem m = smem_layout(p.DKP, p.DVP, kind);
+  static const int max_smem = device_attr(cudaDevAttrMaxSharedMemoryPerBlockOptin);
+  FELA_CHECK(m.bytes <= max_smem, "[gla] Dk ", p.Dk, " x Dv ", p.Dv, " needs ", m.bytes,
+             " bytes of shared memory per block; this GPU has ", max_smem);
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, m.bytes));
+  const int threads = kind == Kind::Grads ? kGradThreads : kWideThreads;
+  kernel<<<dim3(unsigned(p.nsp), unsigned(p.BH)), threads, m.bytes, stream()>>>(p);
+  CUDA_CHECK_LAUNCH();
+}
+
+void launch_scan(void (*kernel)(Params), const Params& p) {
+  const int64_t n = p.BH * p.DKP * p.DVP;
+  kernel<<<unsigned((n + 255) / 256), 256, 0, stream()>>>(p);
+  CUDA_CHECK_LAUNCH();
+}
+
+template <int DKP>
+void forward_chunked(Params& p) {
+  const size_t P2 = size_t(DKP) * p.DVP;
+  Scratch U(size_t(p.BH) * (p.nsp + 1) * P2 * sizeof(float));
+  Scratch G(size_t(p.BH) * p.nsp * DKP * sizeof(float));
+  p.U = U.as<float>();
+  p.G = G.as<float>();
+  launch(gla_state_kernel<DKP, false>, p, Kind::State);
+  launch_scan(gla_scan_kernel, p);
+  launch(gla_output_kernel<DKP>, p, Kind::Output);
+}
+
+template <int DKP>
+void backward_chunked(Params& p) {
+  const size_t P2 = size_t(DKP) * p.DVP;
+  Scratch U(size_t(p.BH) * (p.nsp + 1) * P2 * sizeof(float));
+  Scratch G(size_t(p.BH) * p.nsp * DKP * sizeof(float));
+  Scratch Lc(size_t(p.BH) * p.nc * P2 * sizeof(float));
+  Scratch Dc(size_t(p.BH) * p.nc * DKP * sizeof(float));
+  Scratch dU(size_t(p.BH) * p.nsp * P2 * sizeof(float));
+  p.U = U.as<float>();
+  p.G = G.as<float>();
+  p.Lc = Lc.as<float>();
+  p.Dc = Dc.as<float>();
+  p.dU = dU.as<float>();
+  launch(gla_state_kernel<DKP, true>, p, Kind::State);
+  launch_scan(gla_scan_kernel, p);
+  launch(gla_dstate_kernel<DKP>, p, Kind::DState);
+  launch_scan(gla_dscan_kernel, p);
+  launch(gla_grads_kernel<DKP>, p, Kind::Grads);
+}
+
+}  // namespace
+
+void gla_forward(BFloat16* o, float* state_out, const BFloat16* q, const BFloat16* k,
+                 const BFloat16* v, const float* a, const float* state_in, int64_t B, int64_t N,
+                 int64_t H, int64_t Dk, int64_t Dv, double scale) {
+  if (B * H == 0) return;
+  if (N <= kMaxStep) {
+    const int64_t n = B * H * Dv;
+    gla_step_kernel<<<unsigned((n + 127) / 128), 128, 0, stream()>>>(
+        dev(o), state_out, dev(q), dev(k), dev(v), a, state_in, B, int(N), H, int(Dk), int(Dv),
+        float(scale));
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
+  Params p = plan(B, N, H, Dk, Dv, scale);
+  p.q = dev(q);
+  p.k = dev(k);
+  p.v = dev(v);
+  p.a = a;
+  p.o = dev(o);
+  p.state_in = state_in;
+  p.state_out = state_out;
+  p.vec = Dv % 8 == 0 && aligned16(v);
+  p.vec_qk = Dk % 8 == 0 && aligned16(q) && aligned16(k);
+  p.vec_a = Dk % 4 == 0 && aligned16(a);
+  if (p.DKP == 32)
+    forward_chunked<32>(p);
+  else
+    forward_chunked<64>(p);
+}
+
+void gla_backward(BFloat16* dq, BFloat16* dk, BFloat16* dv, float* da, const BFloat16* d_o,
+                  const BFloat16* q, const BFloat16* k, const BFloat16* v, const float* a,
+                  int64_t B, int64_t N, int64_t H, int64_t Dk, int64_t Dv, double scale) {
+  if (B * H * N == 0) return;
+  Params p = plan(B, N, H, Dk, Dv, scale);
+  p.q = dev(q);
+  p.k = dev(k);
+  p.v = dev(v);
+  p.dO = dev(d_o);
+  p.a = a;
+  p.dq = dev(dq);
+  p.dk = dev(dk);
+  p.dv = dev(dv);
+  p.da = da;
+  p.vec = Dv % 8 == 0 && aligned16(v) && aligned16(d_o);
+  p.vec_qk = Dk % 8 == 0 && aligned16(q) && aligned16(k);
+  p.vec_a = Dk % 4 == 0 && aligned16(a);
+  if (p.DKP == 32)
+    backward_chunked<32>(p);
+  else
+    backward_chunked<64>(p);
+}
+
+}  // namespace fela::ops::cuda
