@@ -8,7 +8,10 @@
 // own FLOPs: FNO as its direct sum 2 M d per token, GLA's chunked form, the tied head).
 //
 // Usage: bench_train [--steps K] [--warmup W] [--case NAME:BxN[:recompute]]...
-//   default cases: fela-small 8x1024, 32x1024, 2x16384; fela-1b 1x4096, 1x16384 (recompute).
+//   default cases: fela-small 8x1024, 32x1024, 2x16384; fela-1b 1x4096, 1x16384 (without and
+//   with recompute). After the timed steps, as many again run with a wait for the GPU after each
+//   phase, for the phase table (forward, loss: head + cross-entropy and its gradient, backward,
+//   optimizer: gradient norm + AdamW); those waits make the phases add up to a little more.
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -67,6 +70,7 @@ Case parse_case(const std::string& s) {
 
 struct Result {
   double tok_s = 0, step_ms = 0, loss = 0;
+  double phase_ms[4] = {0, 0, 0, 0};  // forward, loss, backward, optimizer
   size_t peak = 0, device_used = 0;
 };
 
@@ -81,10 +85,10 @@ Result run_case(const Case& k, int warmup, int steps) {
   Rng rng(7);
   const int64_t R = k.B * k.N, V = c.vocab_size();
   std::vector<int32_t> in(R), tgt(R);
-  for (int64_t i = 0; i < R; ++i) in[i] = int32_t(rng.next_u64() % uint64_t(V));
-  for (int64_t i = 0; i < R; ++i) tgt[i] = int32_t(rng.next_u64() % uint64_t(V));
   Result r;
-  auto step = [&] {
+  auto step = [&] {  // fresh random tokens each step, as a data loader would hand them over
+    for (int64_t i = 0; i < R; ++i) in[i] = int32_t(rng.next_u64() % uint64_t(V));
+    for (int64_t i = 0; i < R; ++i) tgt[i] = int32_t(rng.next_u64() % uint64_t(V));
     m.zero_grad();
     m.forward(in.data(), k.B, k.N);
     r.loss = m.loss(tgt.data(), 1.0);
@@ -100,6 +104,27 @@ Result run_case(const Case& k, int warmup, int steps) {
   const double t = seconds_since(t0);
   r.tok_s = double(R) * steps / t;
   r.step_ms = 1e3 * t / steps;
+  // Phases, each followed by a wait for the GPU.
+  for (int i = 0; i < steps; ++i) {
+    for (int64_t j = 0; j < R; ++j) in[j] = int32_t(rng.next_u64() % uint64_t(V));
+    for (int64_t j = 0; j < R; ++j) tgt[j] = int32_t(rng.next_u64() % uint64_t(V));
+    auto tp = Clock::now();
+    auto lap = [&](int phase) {
+      cuda::synchronize();
+      r.phase_ms[phase] += 1e3 * seconds_since(tp) / steps;
+      tp = Clock::now();
+    };
+    m.zero_grad();
+    m.forward(in.data(), k.B, k.N);
+    lap(0);
+    m.loss(tgt.data(), 1.0);
+    lap(1);
+    m.backward();
+    lap(2);
+    const double norm = adam.grad_norm(m.grads());
+    adam.step(m.params(), m.grads(), 1e-4, clip_scale(norm, 1.0), m.shadow());
+    lap(3);
+  }
   const cuda::MemoryStats ms = cuda::memory_stats();
   r.peak = ms.peak - base;
   r.device_used = ms.device_total - ms.device_free;
@@ -133,6 +158,7 @@ int main(int argc, char** argv) {
                {"fela-small", 32, 1024, false},
                {"fela-small", 2, 16384, false},
                {"fela-1b", 1, 4096, false},
+               {"fela-1b", 1, 16384, false},
                {"fela-1b", 1, 16384, true}};
     FELA_CHECK(cuda::device_count() > 0, "[bench_train] no CUDA device");
     char date[32];
@@ -146,10 +172,16 @@ int main(int argc, char** argv) {
     std::printf(
         "| model | batch | recompute | tok/s | MFU %% | model TFLOP/s | step ms | peak MiB | "
         "device used MiB | loss |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    std::vector<std::string> phases;
     for (const Case& k : cases) {
       const Config c = load_config(k.config, {});
       const ModelStats st = model_stats(c, k.N);
       const Result r = run_case(k, warmup, steps);
+      char line[256];
+      std::snprintf(line, sizeof line, "| %s | %lldx%lld | %s | %.1f | %.1f | %.1f | %.1f |\n",
+                    k.config.c_str(), (long long)k.B, (long long)k.N, k.recompute ? "yes" : "no",
+                    r.phase_ms[0], r.phase_ms[1], r.phase_ms[2], r.phase_ms[3]);
+      phases.push_back(line);
       const double mfu = 6.0 * double(st.params) * r.tok_s / (peak * 1e12);
       std::printf("| %s | %lldx%lld | %s | %.0f | %.1f | %.1f | %.1f | %.0f | %.0f | %.3f |\n",
                   k.config.c_str(), (long long)k.B, (long long)k.N, k.recompute ? "yes" : "no",
@@ -157,6 +189,10 @@ int main(int argc, char** argv) {
                   double(r.peak) / (1 << 20), double(r.device_used) / (1 << 20), r.loss);
       std::fflush(stdout);
     }
+    std::printf(
+        "\nphases (ms per step, a wait after each)\n\n| model | batch | recompute | forward | loss "
+        "| backward | optimizer |\n|---|---|---|---|---|---|---|\n");
+    for (const std::string& p : phases) std::printf("%s", p.c_str());
   } catch (const Error& e) {
     std::fprintf(stderr, "bench_train: %s\n", e.what());
     return 1;

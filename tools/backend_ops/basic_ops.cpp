@@ -165,6 +165,33 @@ void check_cross_entropy(int64_t R, int64_t V, Rng& rng) {
   check("cross_entropy", shape, "backward, dlogits = logits", "dlogits", inplace, values(hd));
 }
 
+// Padded rows, as the GPU model's head uses them: [R, C] logits of which the first V columns are
+// classes; the padding (random values here) must not change the loss, and its dlogits are 0.
+void check_cross_entropy_padded(int64_t R, int64_t V, int64_t C, Rng& rng) {
+  const std::string shape = dims({R, V}) + " in rows of " + std::to_string(C);
+  std::vector<int32_t> tgt(static_cast<size_t>(R));
+  for (int64_t r = 0; r < R; ++r) tgt[size_t(r)] = r % 5 == 3 ? -1 : int32_t(rng.below(uint64_t(V)));
+  const Vec padded = rounded(normal(R * C, rng, 3.0), DType::BF16);
+  Vec logits(size_t(R * V));
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t v = 0; v < V; ++v) logits[size_t(r * V + v)] = padded[size_t(r * C + v)];
+  const double scale = 1.0 / double(R);
+  Array ht = host_i32(tgt), hl = host_f64(logits, {R, V});
+  Array hloss = Array::empty(DType::F64, {R}), hd = Array::empty(DType::F64, {R, V});
+  ops::cross_entropy_forward(hloss, hl, ht, Impl::Ref);
+  ops::cross_entropy_backward(hd, hl, ht, scale, Impl::Ref);
+  Vec want(size_t(R * C), 0.0);
+  for (int64_t r = 0; r < R; ++r)
+    for (int64_t v = 0; v < V; ++v) want[size_t(r * C + v)] = hd.data<double>()[r * V + v];
+
+  DeviceBuf gt = device_tokens(tgt), gl = device_buf(DType::BF16, {R, C}, padded);
+  DeviceBuf loss = device_buf(DType::F32, {R});
+  ops::cross_entropy_forward(loss.view, gl.view, gt.view, Impl::Fast, V);
+  check("cross_entropy", shape, "forward", "loss", loss, values(hloss));
+  ops::cross_entropy_backward(gl.view, gl.view, gt.view, scale, Impl::Fast, V);
+  check("cross_entropy", shape, "backward, dlogits = logits", "dlogits", gl, want);
+}
+
 void check_add(int64_t n, Rng& rng) {
   const std::string shape = dims({n});
   const Vec y0 = rounded(normal(n, rng), DType::BF16), x = rounded(normal(n, rng), DType::BF16);
@@ -345,6 +372,8 @@ FELA_BACKEND_CHECKS(40, "embedding", "embedding R x V x d", [](Context& c) {
 FELA_BACKEND_CHECKS(50, "cross_entropy", "cross_entropy R x V", [](Context& c) {
   for (auto [R, V] : {std::array<int64_t, 2>{1, 1}, {31, 33}, {33, 129}, {129, 31}, {64, 50257}})
     if (c.run(R * V)) check_cross_entropy(R, V, c.rng);
+  check_cross_entropy_padded(31, 33, 64, c.rng);
+  if (c.run(64 * 50304)) check_cross_entropy_padded(64, 50257, 50304, c.rng);
 });
 
 FELA_BACKEND_CHECKS(60, "add", "add n", [](Context& c) {

@@ -21,6 +21,11 @@ namespace {
 // (norm, projections, mixer, MLP), so a few percent is what a correct bf16 model shows on small
 // random configs; an actual bug gives errors of order one.
 constexpr double kModelTol = 5e-2;
+// Per parameter tensor the bound is looser: a small tensor's gradient (a gain, a low-rank gate
+// factor, FAN's projections) is a short sum of cancelling terms, and measured errors of correct
+// runs reach 9% there. What this row exists to catch, a tensor whose gradient is missing,
+// doubled, taken from the wrong dtype or stale weights, gives errors of order one.
+constexpr double kTensorTol = 2e-1;
 
 Vec host_values(const Tensor& t) {
   if (t.device() == Device::Cpu && t.dtype() == DType::F64) return values(t);
@@ -68,13 +73,17 @@ void check_model(const std::string& name, const Config& c, int64_t B, int64_t N,
   report(shape, "loss", std::abs(loss[1] - loss[0]) / std::abs(loss[0]), kModelTol);
   report(shape, "all gradients", rel_err(host_values(gpu.grads()), host_values(cpu.grads())),
          kModelTol);
-  // Per part, so that a wrong small tensor (a gain, a decay bias) is not hidden by the matrices.
+  // Per tensor, so that a wrong small tensor (a gain, a decay bias) is not hidden by the
+  // matrices; failures get their own row, the worst tensor is always reported.
+  double worst = 0;
   for (const ParamSpec& s : cpu.table().specs()) {
     const Vec g = host_values(cpu.table().view(gpu.grads(), s));
     const Vec r = host_values(cpu.table().view(cpu.grads(), s));
     const double e = rel_err(g, r);
-    if (!(e <= kModelTol)) report(shape, "grad " + s.name, e, kModelTol);
+    if (!(e <= kTensorTol)) report(shape, "grad " + s.name, e, kTensorTol);
+    worst = std::max(worst, e);
   }
+  report(shape, "worst single tensor gradient", worst, kTensorTol);
   cpu.set_training(false), gpu.set_training(false);
   cpu.forward(tok.data(), B, N);
   gpu.forward(tok.data(), B, N);

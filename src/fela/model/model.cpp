@@ -153,7 +153,7 @@ struct Model::Acts {
   Pool pool;
   DType acc;
   int64_t B = 0, N = 0;
-  Array tokens;  // [B*N] int32 on the model's device
+  Tensor tokens;  // [B*N] int32 on the model's device
   bool loss_has_grad = false;
   Tensor get(int layer, const std::string& key, Shape s) { return pool.get(layer, key, s); }
   // A buffer in the statistics dtype (f32 on the GPU): rstd, lse, log decays, FNO filters.
@@ -178,6 +178,10 @@ Model::Model(const Config& config, DType dtype, ops::Impl impl, Device device)
   if (device != Device::Cpu) shadow_ = Array::zeros(DType::BF16, {table_.total()}, device);
   w_ = bind_weights(table_, config_, params_, shadow_);
   dw_ = bind_weights(table_, config_, grads_);
+  if (device != Device::Cpu && config_.tie_embeddings) {
+    const int64_t V = config_.vocab_size(), Vp = (V + 63) / 64 * 64;
+    head_pad_ = Array::zeros(DType::BF16, {Vp, config_.d_model}, device);
+  }
   acts_ = std::make_unique<Acts>(act_, acc_, device);
 }
 
@@ -244,7 +248,7 @@ void Model::forward_impl(const int32_t* tokens, int64_t B, int64_t N, InferenceS
   const int64_t R = B * N, d = c.d_model, L = c.n_layers;
   Acts& A = *acts_;
   A.B = B, A.N = N, A.loss_has_grad = false;
-  A.tokens = Array::empty(DType::I32, {R}, device_);
+  A.tokens = A.pool.get(kGlobal, "tokens", {R}, DType::I32);  // kept: no allocation per step
   tensor_copy(A.tokens, host_ids(tokens, R));
   const ops::Impl im = impl_;
   // Recomputation applies to training forwards; a prefill keeps nothing for backward anyway.
@@ -444,7 +448,7 @@ double Model::loss(const int32_t* targets, double grad_scale, double* loss_sum, 
   int64_t n = 0;
   for (int64_t r = 0; r < R; ++r) n += targets[r] >= 0;
   FELA_CHECK(n > 0, "[model] loss() with no targets");
-  Array tgt = Array::empty(DType::I32, {R}, device_);
+  const Tensor tgt = A.pool.get(kGlobal, "targets", {R}, DType::I32);
   tensor_copy(tgt, host_ids(targets, R));
 
   // Rows per chunk: 2^23 logits on the CPU (cache-sized), 2^27 bf16 logits (256 MiB) on the GPU,
@@ -454,15 +458,33 @@ double Model::loss(const int32_t* targets, double grad_scale, double* loss_sum, 
   Tensor xf = A.get(kGlobal, "xf", {R, d});
   Tensor dxf = A.get(kGlobal, "dxf", {R, d});
   Tensor row_loss = A.get_acc(kGlobal, "row_loss", {R});
+  // On the GPU the tied head runs on rows padded to Vp columns (see head_pad_); its gradient
+  // gathers in a padded f32 buffer and is added to dE at the end.
+  const bool padded = head_pad_.numel() > 0;
+  const int64_t Vp = padded ? head_pad_.shape()[0] : V;
+  Tensor dhead;
+  if (padded) {
+    tensor_copy(Tensor(head_pad_).slice(0, V), w_.embed);  // the current bf16 E
+    if (grad_scale != 0) {
+      dhead = A.get_acc(kGlobal, "dhead_pad", {Vp, d});
+      tensor_zero(dhead);
+    }
+  }
   for (int64_t r0 = 0; r0 < R; r0 += rows) {
     const int64_t r1 = std::min(R, r0 + rows), nr = r1 - r0;
-    Tensor lg = A.get(kGlobal, "logits", {nr, V}), ls = row_loss.slice(r0, r1);
-    Tensor x = xf.slice(r0, r1), t = Tensor(tgt).slice(r0, r1);
-    head_forward(lg, x);                           // logits = x W_out
-    ops::cross_entropy_forward(ls, lg, t, impl_);  // CE per row
+    Tensor lg = A.get(kGlobal, "logits", {nr, Vp}), ls = row_loss.slice(r0, r1);
+    Tensor x = xf.slice(r0, r1), t = tgt.slice(r0, r1);
+    if (padded)
+      ops::linear_forward(lg, x, head_pad_, Layout::OutIn, impl_);  // logits = x E^T
+    else
+      head_forward(lg, x);                                     // logits = x W_out
+    ops::cross_entropy_forward(ls, lg, t, impl_, V);  // CE per row
     if (grad_scale != 0) {
-      ops::cross_entropy_backward(lg, lg, t, grad_scale / double(n), impl_);  // dlogits
-      if (config_.tie_embeddings)
+      ops::cross_entropy_backward(lg, lg, t, grad_scale / double(n), impl_, V);  // dlogits
+      if (padded)
+        ops::linear_backward(dxf.slice(r0, r1), dhead, lg, x, head_pad_, Layout::OutIn,
+                             GradMode::Write, impl_);
+      else if (config_.tie_embeddings)
         ops::linear_backward(dxf.slice(r0, r1), dw_.embed, lg, x, w_.embed, Layout::OutIn,
                              GradMode::Write, impl_);
       else
@@ -470,6 +492,7 @@ double Model::loss(const int32_t* targets, double grad_scale, double* loss_sum, 
                              GradMode::Write, impl_);
     }
   }
+  if (padded && grad_scale != 0) ops::add_inplace(dw_.embed, dhead.slice(0, V), impl_);
   // The row losses, summed in row order on the host (one copy from the GPU per call).
   Array host_loss = Array::empty(acc_, {R});
   tensor_copy(host_loss, row_loss);

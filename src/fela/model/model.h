@@ -107,6 +107,10 @@ class Model {
   DType act_, acc_;  // activations; statistics and fp32-only tensors (both dtype_ on the CPU)
   ParamTable table_;
   Array params_, grads_, shadow_;
+  // GPU, tied head: E (bf16) followed by zero rows up to a multiple of 64. Logits rows of an odd
+  // V = 50257 would start 2-byte aligned, which keeps cuBLASLt off its tensor-core kernels; rows
+  // of Vp columns are 128-byte aligned. Refreshed from the compute copy in every loss().
+  Array head_pad_;
   Weights w_, dw_;
   std::unique_ptr<Acts> acts_;
   bool training_ = false;

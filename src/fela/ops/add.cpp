@@ -10,11 +10,14 @@ void add_inplace(Tensor y, const Tensor& x, Impl impl) {
   using enum DType;
   using enum Device;
   const Device dev = check_signature("add", {{"y", &y}, {"x", &x}},
-                                     {{Cpu, F32, F32}, {Cpu, F64, F64}, {Cuda, BF16, BF16}});
+                                     {{Cpu, F32, F32}, {Cpu, F64, F64}, {Cuda, BF16, BF16}, {Cuda, F32, F32}});
   if (dev == Cuda) {
     check_cuda_impl("add", impl);
 #ifdef FELA_HAVE_CUDA
-    cuda::add_inplace(y.data<BFloat16>(), x.data<BFloat16>(), y.numel());
+    if (y.dtype() == F32)
+      cuda::add_inplace(y.data<float>(), x.data<float>(), y.numel());
+    else
+      cuda::add_inplace(y.data<BFloat16>(), x.data<BFloat16>(), y.numel());
 #else
     fail_no_cuda("add");
 #endif

@@ -8,7 +8,8 @@ namespace fela::ops::cuda {
 namespace {
 constexpr int kThreads = 256;
 
-__global__ void add_inplace_kernel(__nv_bfloat16* y, const __nv_bfloat16* x, int64_t n) {
+template <class T>
+__global__ void add_inplace_kernel(T* y, const T* x, int64_t n) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
     store(y, i, load(y, i) + load(x, i));
@@ -18,6 +19,12 @@ __global__ void add_inplace_kernel(__nv_bfloat16* y, const __nv_bfloat16* x, int
 void add_inplace(BFloat16* y, const BFloat16* x, int64_t n) {
   if (n == 0) return;
   add_inplace_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(dev(y), dev(x), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void add_inplace(float* y, const float* x, int64_t n) {
+  if (n == 0) return;
+  add_inplace_kernel<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(y, x, n);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -50,50 +50,51 @@ __device__ float row_logsumexp(const __nv_bfloat16* x, int64_t V) {
 }
 
 __global__ void cross_entropy_forward_kernel(float* loss, const __nv_bfloat16* logits,
-                                             const int32_t* targets, int64_t V) {
+                                             const int32_t* targets, int64_t V, int64_t ld) {
   const int64_t r = blockIdx.x;
   const int32_t t = targets[r];
   if (t < 0) {  // ignored row
     if (threadIdx.x == 0) loss[r] = 0.f;
     return;
   }
-  const __nv_bfloat16* x = logits + r * V;
+  const __nv_bfloat16* x = logits + r * ld;
   const float lse = row_logsumexp(x, V);
   if (threadIdx.x == 0) loss[r] = lse - load(x, t);  // logsumexp(x) - x[target]
 }
 
 // dlogits = (softmax(x) - onehot(target)) * scale; zero rows where the target is ignored.
 __global__ void cross_entropy_backward_kernel(__nv_bfloat16* dlogits, const __nv_bfloat16* logits,
-                                              const int32_t* targets, int64_t V, float scale) {
+                                              const int32_t* targets, int64_t V, int64_t ld,
+                                              float scale) {
   const int64_t r = blockIdx.x;
   const int32_t t = targets[r];
-  __nv_bfloat16* g = dlogits + r * V;
+  __nv_bfloat16* g = dlogits + r * ld;
   if (t < 0) {
-    for (int64_t v = threadIdx.x; v < V; v += blockDim.x) store(g, v, 0.f);
+    for (int64_t v = threadIdx.x; v < ld; v += blockDim.x) store(g, v, 0.f);
     return;
   }
-  const __nv_bfloat16* x = logits + r * V;
+  const __nv_bfloat16* x = logits + r * ld;
   const float lse = row_logsumexp(x, V);
-  for (int64_t v = threadIdx.x; v < V; v += blockDim.x)
-    store(g, v, (expf(load(x, v) - lse) - (v == t ? 1.f : 0.f)) * scale);
+  for (int64_t v = threadIdx.x; v < ld; v += blockDim.x)  // padding columns get 0
+    store(g, v, v < V ? (expf(load(x, v) - lse) - (v == t ? 1.f : 0.f)) * scale : 0.f);
 }
 }  // namespace
 
 void cross_entropy_forward(float* loss, const BFloat16* logits, const int32_t* targets, int64_t R,
-                           int64_t V) {
+                           int64_t V, int64_t ld) {
   if (R == 0) return;
   FELA_CHECK(R < (int64_t(1) << 31), "[cross_entropy] ", R, " rows exceed the CUDA grid");
   cross_entropy_forward_kernel<<<unsigned(R), kThreads, 0, stream()>>>(loss, dev(logits), targets,
-                                                                       V);
+                                                                       V, ld);
   CUDA_CHECK_LAUNCH();
 }
 
 void cross_entropy_backward(BFloat16* dlogits, const BFloat16* logits, const int32_t* targets,
-                            int64_t R, int64_t V, double scale) {
+                            int64_t R, int64_t V, int64_t ld, double scale) {
   if (R == 0 || V == 0) return;
   FELA_CHECK(R < (int64_t(1) << 31), "[cross_entropy] ", R, " rows exceed the CUDA grid");
   cross_entropy_backward_kernel<<<unsigned(R), kThreads, 0, stream()>>>(dev(dlogits), dev(logits),
-                                                                        targets, V, float(scale));
+                                                                        targets, V, ld, float(scale));
   CUDA_CHECK_LAUNCH();
 }
 

@@ -4,10 +4,14 @@
 // product below is written for the transposed equation (y^T = W^T x^T and so on).
 // The handle and a 32 MiB workspace are made on first use and kept for the process (freeing
 // them at exit, after the runtime may be gone, is unsafe). Algorithms come from cuBLASLt's
-// heuristic, told the real alignment of each pointer, so row slices of tensors work.
+// heuristic, told the real alignment of each pointer, so row slices of tensors work; each
+// distinct (shape, layout, alignment) is planned once and the plan kept.
 #include <cublasLt.h>
 
+#include <array>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <type_traits>
 
 #include "fela/ops/cuda/common.cuh"
@@ -55,22 +59,33 @@ uint32_t alignment(const void* p) {
   return a;
 }
 
-// Column-major C[m, n] = op(A)[m, k] op(B)[k, n] + beta * C, A and B bf16, C of c_type.
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const BFloat16* A,
-          int64_t lda, const BFloat16* B, int64_t ldb, void* C, cudaDataType_t c_type, int64_t ldc,
-          float beta) {
+// A prepared product: descriptors and the heuristic's algorithm for one shape, layout and
+// alignment. Building them costs tens of microseconds of host time per call, more than many of
+// the model's products take on the GPU, so plans are made once per distinct key and kept.
+struct Plan {
+  MatmulDesc op;
+  MatrixDesc a, b, c;
+  cublasLtMatmulAlgo_t algo;
+};
+
+using PlanKey = std::array<int64_t, 12>;
+
+std::unique_ptr<Plan> make_plan(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+                                int64_t lda, int64_t ldb, cudaDataType_t c_type, int64_t ldc,
+                                uint32_t align_a, uint32_t align_b, uint32_t align_c) {
+  auto plan = std::make_unique<Plan>();
   cublasLtMatmulDesc_t op_raw = nullptr;
   CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_raw, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  MatmulDesc op(op_raw);
+  plan->op = MatmulDesc(op_raw);
   const cublasOperation_t ta = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t tb = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   CUBLAS_CHECK(
-      cublasLtMatmulDescSetAttribute(op.get(), CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+      cublasLtMatmulDescSetAttribute(plan->op.get(), CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
   CUBLAS_CHECK(
-      cublasLtMatmulDescSetAttribute(op.get(), CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
-  const MatrixDesc a = trans_a ? matrix(CUDA_R_16BF, k, m, lda) : matrix(CUDA_R_16BF, m, k, lda);
-  const MatrixDesc b = trans_b ? matrix(CUDA_R_16BF, n, k, ldb) : matrix(CUDA_R_16BF, k, n, ldb);
-  const MatrixDesc c = matrix(c_type, m, n, ldc);
+      cublasLtMatmulDescSetAttribute(plan->op.get(), CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  plan->a = trans_a ? matrix(CUDA_R_16BF, k, m, lda) : matrix(CUDA_R_16BF, m, k, lda);
+  plan->b = trans_b ? matrix(CUDA_R_16BF, n, k, ldb) : matrix(CUDA_R_16BF, k, n, ldb);
+  plan->c = matrix(c_type, m, n, ldc);
 
   cublasLtMatmulPreference_t pref_raw = nullptr;
   CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref_raw));
@@ -78,7 +93,6 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const BFl
   const size_t ws = kWorkspaceBytes;
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-  const uint32_t align_a = alignment(A), align_b = alignment(B), align_c = alignment(C);
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &align_a, sizeof(align_a)));
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
@@ -88,15 +102,39 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const BFl
   CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &align_c, sizeof(align_c)));
 
-  cublasLtMatmulHeuristicResult_t algo{};
+  cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_handle(), op.get(), a.get(), b.get(), c.get(),
-                                              c.get(), pref.get(), 1, &algo, &found));
+  CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_handle(), plan->op.get(), plan->a.get(),
+                                              plan->b.get(), plan->c.get(), plan->c.get(),
+                                              pref.get(), 1, &result, &found));
   FELA_CHECK(found > 0, "[linear] cuBLASLt has no algorithm for m ", m, " n ", n, " k ", k);
+  plan->algo = result.algo;
+  return plan;
+}
+
+// Column-major C[m, n] = op(A)[m, k] op(B)[k, n] + beta * C, A and B bf16, C of c_type.
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const BFloat16* A,
+          int64_t lda, const BFloat16* B, int64_t ldb, void* C, cudaDataType_t c_type, int64_t ldc,
+          float beta) {
+  const uint32_t align_a = alignment(A), align_b = alignment(B), align_c = alignment(C);
+  const PlanKey key{trans_a, trans_b, m, n, k, lda, ldb, int64_t(c_type), ldc, align_a, align_b,
+                    align_c};
+  static std::mutex mu;
+  // Never destroyed, like the handle: destroying descriptors after cuBLASLt unloads is unsafe.
+  static auto* const plans = new std::map<PlanKey, std::unique_ptr<Plan>>;
+  const Plan* plan = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    std::unique_ptr<Plan>& slot = (*plans)[key];
+    if (!slot)
+      slot = make_plan(trans_a, trans_b, m, n, k, lda, ldb, c_type, ldc, align_a, align_b,
+                       align_c);
+    plan = slot.get();
+  }
   const float alpha = 1.f;
-  CUBLAS_CHECK(cublasLtMatmul(lt_handle(), op.get(), &alpha, A, a.get(), B, b.get(), &beta, C,
-                              c.get(), C, c.get(), &algo.algo, lt_workspace(), kWorkspaceBytes,
-                              stream()));
+  CUBLAS_CHECK(cublasLtMatmul(lt_handle(), plan->op.get(), &alpha, A, plan->a.get(), B,
+                              plan->b.get(), &beta, C, plan->c.get(), C, plan->c.get(),
+                              &plan->algo, lt_workspace(), kWorkspaceBytes, stream()));
 }
 
 template <class TOut>
