@@ -11,10 +11,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/release}
 WORK=${WORK:-$(mktemp -d)}
+mkdir -p "$WORK"
 
 failed=0
 echo "== backend_ops"
-"$BIN/backend_ops" ${BACKEND_ARGS:-} || failed=1
+"$BIN/backend_ops" ${BACKEND_ARGS:-} | tee "$WORK/backend_ops.md" || failed=1
+awk -f scripts/backend_ops_summary.awk "$WORK/backend_ops.md"
 
 echo "== tiny, 200 steps, CPU vs GPU"
 data=$WORK/shakespeare-bytes
