@@ -271,3 +271,25 @@ TEST(CliTokenize, MatchesGoldenAndRoundTrips) {
   EXPECT_NE(r.err.find("99999"), std::string::npos);
   EXPECT_EQ(line_count(r.err), 1);
 }
+
+// --device: an unknown name is refused by the parser; cuda either trains (a CUDA build on a
+// machine with a GPU) or says in one line why it cannot (no CUDA backend, no GPU).
+TEST_F(Pipeline, DeviceChoice) {
+  const std::string out = run_dir("device");
+  RunResult r = run_fela("train --data " + data() + " --out " + out + " --device tpu" + kTrainFlags);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("--device"), std::string::npos) << r.err;
+  r = run_fela("train --data " + data() + " --out " + out + " --device cuda --steps 2" +
+               kTrainFlags);
+  if (r.status == 0) {
+    EXPECT_TRUE(fs::exists(out + "/checkpoint/model.safetensors"));
+    EXPECT_EQ(metrics(out).size(), 3u);  // 2 steps and the final validation
+  } else {
+    EXPECT_EQ(line_count(r.err), 1) << r.err;
+    EXPECT_NE(r.err.find("[device] cuda"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(out + "/checkpoint"));
+  }
+  r = run_fela("eval --checkpoint " + out + "-none --data " + data() + " --device gpu");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.err.find("--device"), std::string::npos) << r.err;
+}
