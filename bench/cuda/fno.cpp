@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "fela/core/bf16.h"
 #include "fela/core/cuda.h"
 #include "fela/core/rng.h"
@@ -33,58 +34,6 @@ using namespace fela;
 using ops::FirMethod;
 
 namespace {
-
-const char* method_name(FirMethod m) {
-  switch (m) {
-    case FirMethod::Direct:
-      return "direct";
-    case FirMethod::Fft:
-      return "fft";
-    case FirMethod::Toeplitz:
-      return "toeplitz";
-    default:
-      return "auto";
-  }
-}
-
-// A device array of the given dtype filled with N(0, scale^2) values.
-Array random_device(DType dt, Shape s, Rng& rng, double scale = 1.0, double mean = 0.0) {
-  Array host = Array::empty(dt, s);
-  const int64_t n = s.numel();
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = float(mean + scale * rng.normal());
-    if (dt == DType::BF16)
-      host.data<BFloat16>()[i] = BFloat16(v);
-    else
-      host.data<float>()[i] = v;
-  }
-  Array dev = Array::empty(dt, s, Device::Cuda);
-  tensor_copy(dev, host);
-  return dev;
-}
-
-// Median milliseconds of fn(i) over reps calls after warm calls, each call between its own pair
-// of events (no host synchronisation between calls).
-double time_ms(const std::function<void(int)>& fn, int warm, int reps) {
-  for (int i = 0; i < warm; ++i) fn(i);
-  std::vector<cudaEvent_t> ev(size_t(2 * reps));
-  for (auto& e : ev) CUDA_CHECK(cudaEventCreate(&e));
-  for (int i = 0; i < reps; ++i) {
-    CUDA_CHECK(cudaEventRecord(ev[size_t(2 * i)], 0));
-    fn(i);
-    CUDA_CHECK(cudaEventRecord(ev[size_t(2 * i + 1)], 0));
-  }
-  CUDA_CHECK(cudaEventSynchronize(ev.back()));
-  std::vector<double> t(static_cast<size_t>(reps));
-  for (int i = 0; i < reps; ++i) {
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, ev[size_t(2 * i)], ev[size_t(2 * i + 1)]));
-    t[size_t(i)] = ms;
-  }
-  for (auto& e : ev) CUDA_CHECK(cudaEventDestroy(e));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 struct Inputs {
   std::vector<Array> u, dy, y, du;  // rotating copies [B, N, d] bf16
@@ -96,13 +45,13 @@ Inputs make_inputs(int64_t B, int64_t N, int64_t d, int64_t M, int64_t l2_bytes,
   const int64_t set_bytes = 4 * B * N * d * int64_t(sizeof(BFloat16));
   const int64_t sets = std::clamp<int64_t>((2 * l2_bytes + set_bytes - 1) / set_bytes, 1, 8);
   for (int64_t s = 0; s < sets; ++s) {
-    in.u.push_back(random_device(DType::BF16, {B, N, d}, rng));
-    in.dy.push_back(random_device(DType::BF16, {B, N, d}, rng));
+    in.u.push_back(bench::random_device(DType::BF16, {B, N, d}, rng));
+    in.dy.push_back(bench::random_device(DType::BF16, {B, N, d}, rng));
     in.y.push_back(Array::empty(DType::BF16, {B, N, d}, Device::Cuda));
     in.du.push_back(Array::empty(DType::BF16, {B, N, d}, Device::Cuda));
   }
-  in.f = random_device(DType::F32, {d, M}, rng, 0.05);
-  in.skip = random_device(DType::F32, {d}, rng, 0.1, 1.0);
+  in.f = bench::random_device(DType::F32, {d, M}, rng, 0.05);
+  in.skip = bench::random_device(DType::F32, {d}, rng, 0.1, 1.0);
   in.df = Array::zeros(DType::F32, {d, M}, Device::Cuda);
   in.dskip = Array::zeros(DType::F32, {d}, Device::Cuda);
   return in;
@@ -131,7 +80,7 @@ int main(int argc, char** argv) {
     for (int L : {1024, 1536, 2048, 3072, 4096, 6144, 8192}) {
       const int H = L / 2 + 1;
       const long long rows = (16ll << 20) / L;
-      Array buf = random_device(DType::F32, {rows, 2 * H}, rng);
+      Array buf = bench::random_device(DType::F32, {rows, 2 * H}, rng);
       cufftHandle plan;
       int n = L, rembed = 2 * H, cembed = H;
       if (cufftPlanMany(&plan, 1, &n, &rembed, 1, 2 * H, &cembed, 1, H, CUFFT_R2C, int(rows)) !=
@@ -142,10 +91,10 @@ int main(int argc, char** argv) {
           CUFFT_SUCCESS)
         fail("cufftPlanMany C2R failed");
       auto* x = buf.data<float>();
-      const double r2c =
-          time_ms([&](int) { cufftExecR2C(plan, x, reinterpret_cast<cufftComplex*>(x)); }, 3, 20);
-      const double c2r =
-          time_ms([&](int) { cufftExecC2R(iplan, reinterpret_cast<cufftComplex*>(x), x); }, 3, 20);
+      const double r2c = bench::median_ms(
+          [&](int) { cufftExecR2C(plan, x, reinterpret_cast<cufftComplex*>(x)); }, 3, 20);
+      const double c2r = bench::median_ms(
+          [&](int) { cufftExecC2R(iplan, reinterpret_cast<cufftComplex*>(x), x); }, 3, 20);
       std::printf("| %d | %lld | %.1f | %.1f |\n", L, rows, r2c * 1e9 / double(rows * L),
                   c2r * 1e9 / double(rows * L));
       cufftDestroy(plan);
@@ -156,13 +105,14 @@ int main(int argc, char** argv) {
     const int64_t M = 512, modes = M / 2 + 1;
     std::printf("| op | d | M | modes | forward ms | backward ms |\n|---|---|---|---|---|---|\n");
     for (int64_t d : {768, 2048}) {
-      Array kr = random_device(DType::F32, {d, modes}, rng),
-            ki = random_device(DType::F32, {d, modes}, rng);
+      Array kr = bench::random_device(DType::F32, {d, modes}, rng),
+            ki = bench::random_device(DType::F32, {d, modes}, rng);
       Array f = Array::empty(DType::F32, {d, M}, Device::Cuda);
       Array dkr = Array::zeros(DType::F32, {d, modes}, Device::Cuda);
       Array dki = Array::zeros(DType::F32, {d, modes}, Device::Cuda);
-      const double fwd = time_ms([&](int) { ops::fno_filter_forward(f, kr, ki); }, 3, 20);
-      const double bwd = time_ms([&](int) { ops::fno_filter_backward(dkr, dki, f); }, 3, 20);
+      const double fwd = bench::median_ms([&](int) { ops::fno_filter_forward(f, kr, ki); }, 3, 20);
+      const double bwd =
+          bench::median_ms([&](int) { ops::fno_filter_backward(dkr, dki, f); }, 3, 20);
       std::printf("| fno_filter | %lld | %lld | %lld | %.4f | %.4f |\n", (long long)d, (long long)M,
                   (long long)modes, fwd, bwd);
     }
@@ -190,13 +140,14 @@ int main(int argc, char** argv) {
                                    ops::Impl::Fast, m);
           };
           // About 0.3 s of calls per measurement, at least 5 and at most 50.
-          const double first = time_ms(bwd, 1, 1);
+          const double first = bench::median_ms(bwd, 1, 1);
           const int reps = int(std::clamp(0.3e3 / std::max(first, 1e-3), 5.0, 50.0));
-          const double tf = time_ms(fwd, 2, reps), tb = time_ms(bwd, 2, reps);
-          std::string name = method_name(m);
+          const double tf = bench::median_ms(fwd, 2, reps), tb = bench::median_ms(bwd, 2, reps);
+          std::string name = ops::fir_method_name(m);
           if (m == FirMethod::Auto)
-            name += std::string(" (") + method_name(ops::cuda::fno_auto_method(B, N, d, M, false)) +
-                    " / " + method_name(ops::cuda::fno_auto_method(B, N, d, M, true)) + ")";
+            name += std::string(" (") +
+                    ops::fir_method_name(ops::cuda::fno_auto_method(B, N, d, M, false)) + " / " +
+                    ops::fir_method_name(ops::cuda::fno_auto_method(B, N, d, M, true)) + ")";
           const double flop = 2.0 * tok * double(M);
           std::printf(
               "| %s | %lld | %lld | %lld | %lld | %.3f | %.3f | %.1f | %.1f | %.0f | %.0f |\n",

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "fela/core/bf16.h"
 #include "fela/core/cuda.h"
 #include "fela/core/rng.h"
@@ -33,47 +34,14 @@ namespace {
 
 constexpr int64_t kChunk = 64;
 
-// A device array of the given dtype filled with N(0, scale^2) values (or logsigmoid(x) / 16 of
-// them when decay is set, the model's gate).
-Array random_device(DType dt, Shape s, Rng& rng, bool decay = false) {
-  Array host = Array::empty(dt, s);
-  const int64_t n = s.numel();
-  for (int64_t i = 0; i < n; ++i) {
-    const double x = rng.normal();
-    const float v =
-        decay ? float((x < 0 ? x - std::log1p(std::exp(x)) : -std::log1p(std::exp(-x))) / 16)
-              : float(x);
-    if (dt == DType::BF16)
-      host.data<BFloat16>()[i] = BFloat16(v);
-    else
-      host.data<float>()[i] = v;
-  }
-  Array dev = Array::empty(dt, s, Device::Cuda);
-  tensor_copy(dev, host);
-  return dev;
+// The model's decay gate of N(0, 1) draws: logsigmoid(x) / 16, computed without overflow.
+double decay_of(double x) {
+  return (x < 0 ? x - std::log1p(std::exp(x)) : -std::log1p(std::exp(-x))) / 16;
 }
 
-// Median milliseconds of fn over reps calls after 3 warm-up calls, each call between its own
-// pair of events.
+// Median of reps calls after 3 warm-up calls.
 double time_ms(const std::function<void()>& fn, int reps) {
-  for (int i = 0; i < 3; ++i) fn();
-  std::vector<cudaEvent_t> ev(size_t(2 * reps));
-  for (auto& e : ev) CUDA_CHECK(cudaEventCreate(&e));
-  for (int i = 0; i < reps; ++i) {
-    CUDA_CHECK(cudaEventRecord(ev[size_t(2 * i)], 0));
-    fn();
-    CUDA_CHECK(cudaEventRecord(ev[size_t(2 * i + 1)], 0));
-  }
-  CUDA_CHECK(cudaEventSynchronize(ev.back()));
-  std::vector<double> t(static_cast<size_t>(reps));
-  for (int i = 0; i < reps; ++i) {
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, ev[size_t(2 * i)], ev[size_t(2 * i + 1)]));
-    t[size_t(i)] = ms;
-  }
-  for (auto& e : ev) CUDA_CHECK(cudaEventDestroy(e));
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
+  return bench::median_ms([&](int) { fn(); }, 3, reps);
 }
 
 struct Heads {
@@ -95,9 +63,11 @@ double chunk_macs(int64_t B, int64_t N, const Heads& h, bool backward) {
 
 void bench_row(const Heads& h, int64_t B, int64_t N, int runs, Rng& rng) {
   const Shape sk{B, N, h.H, h.Dk}, sv{B, N, h.H, h.Dv}, ss{B, h.H, h.Dk, h.Dv};
-  Array q = random_device(DType::BF16, sk, rng), k = random_device(DType::BF16, sk, rng);
-  Array v = random_device(DType::BF16, sv, rng), a = random_device(DType::F32, sk, rng, true);
-  Array d_o = random_device(DType::BF16, sv, rng);
+  Array q = bench::random_device(DType::BF16, sk, rng),
+        k = bench::random_device(DType::BF16, sk, rng);
+  Array v = bench::random_device(DType::BF16, sv, rng),
+        a = bench::random_device(DType::F32, sk, rng, decay_of);
+  Array d_o = bench::random_device(DType::BF16, sv, rng);
   Array o = Array::empty(DType::BF16, sv, Device::Cuda),
         st = Array::empty(DType::F32, ss, Device::Cuda);
   Array dq = Array::empty(DType::BF16, sk, Device::Cuda),
@@ -118,9 +88,12 @@ void bench_row(const Heads& h, int64_t B, int64_t N, int runs, Rng& rng) {
 
 void bench_step(const Heads& h, int64_t B, int runs, Rng& rng) {
   const Shape sk{B, 1, h.H, h.Dk}, sv{B, 1, h.H, h.Dv}, ss{B, h.H, h.Dk, h.Dv};
-  Array q = random_device(DType::BF16, sk, rng), k = random_device(DType::BF16, sk, rng);
-  Array v = random_device(DType::BF16, sv, rng), a = random_device(DType::F32, sk, rng, true);
-  Array st = random_device(DType::F32, ss, rng), o = Array::empty(DType::BF16, sv, Device::Cuda);
+  Array q = bench::random_device(DType::BF16, sk, rng),
+        k = bench::random_device(DType::BF16, sk, rng);
+  Array v = bench::random_device(DType::BF16, sv, rng),
+        a = bench::random_device(DType::F32, sk, rng, decay_of);
+  Array st = bench::random_device(DType::F32, ss, rng),
+        o = Array::empty(DType::BF16, sv, Device::Cuda);
   const double scale = 1.0 / std::sqrt(double(h.Dk));
   const double ms = time_ms([&] { ops::gla_forward(o, st, q, k, v, a, st, scale, kChunk); }, runs);
   // The step reads and writes the state once: the bytes that bound it.

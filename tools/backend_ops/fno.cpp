@@ -19,19 +19,6 @@ namespace {
 using ops::FirMethod;
 using ops::Impl;
 
-const char* method_name(FirMethod m) {
-  switch (m) {
-    case FirMethod::Direct:
-      return "direct";
-    case FirMethod::Fft:
-      return "fft";
-    case FirMethod::Toeplitz:
-      return "toeplitz";
-    default:
-      return "auto";
-  }
-}
-
 void check_filter(int64_t d, int64_t modes, int64_t M, Rng& rng) {
   const std::string shape = dims({d, M}) + " modes " + std::to_string(modes);
   const Vec kr = rounded(normal(d * modes, rng), DType::F32);
@@ -81,10 +68,11 @@ void check_conv(int64_t B, int64_t N, int64_t d, int64_t M, Rng& rng) {
   DeviceBuf gu = device_buf(DType::BF16, {B, N, d}, u), gf = device_buf(DType::F32, {d, M}, f);
   DeviceBuf gskip = device_buf(DType::F32, {d}, skip), gdy = device_buf(DType::BF16, {B, N, d}, dy);
   for (FirMethod m : {FirMethod::Direct, FirMethod::Fft, FirMethod::Toeplitz, FirMethod::Auto}) {
-    std::string name = method_name(m);
+    std::string name = ops::fir_method_name(m);
     if (m == FirMethod::Auto)
-      name += std::string(" = ") + method_name(ops::cuda::fno_auto_method(B, N, d, M, false)) +
-              " / " + method_name(ops::cuda::fno_auto_method(B, N, d, M, true));
+      name += std::string(" = ") +
+              ops::fir_method_name(ops::cuda::fno_auto_method(B, N, d, M, false)) + " / " +
+              ops::fir_method_name(ops::cuda::fno_auto_method(B, N, d, M, true));
     DeviceBuf y = device_buf(DType::BF16, {B, N, d});
     ops::fno_conv_forward(y.view, gu.view, gf.view, gskip.view, Impl::Fast, m);
     check("fno_conv", shape, "forward, " + name, "y", y, values(hy));

@@ -7,6 +7,20 @@
 #include <cstring>
 
 namespace fela::ops {
+
+const char* fir_method_name(FirMethod m) {
+  switch (m) {
+    case FirMethod::Direct:
+      return "direct";
+    case FirMethod::Fft:
+      return "fft";
+    case FirMethod::Toeplitz:
+      return "toeplitz";
+    default:
+      return "auto";
+  }
+}
+
 namespace {
 
 // The checks every filter call shares: f [d, M] with M >= 1, k [d, modes], 1 <= modes <= M/2+1.
@@ -111,20 +125,24 @@ void fno_conv_backward(Tensor du, Tensor df, Tensor dskip, const Tensor& dy, con
   check_shape(du, u.shape(), "fno_conv", "du");
   check_shape(df, f.shape(), "fno_conv", "df");
   check_shape(dskip, skip.shape(), "fno_conv", "dskip");
-  const Device dev = check_signature(
-      "fno_conv",
-      {{"u", &u}, {"du", &du}, {"dy", &dy}, {"f", &f}, {"df", &df}, {"skip", &skip},
-       {"dskip", &dskip}},
-      {{Cpu, F32, F32, F32, F32, F32, F32, F32},
-       {Cpu, F64, F64, F64, F64, F64, F64, F64},
-       {Cuda, BF16, BF16, BF16, F32, F32, F32, F32}});
+  const Device dev = check_signature("fno_conv",
+                                     {{"u", &u},
+                                      {"du", &du},
+                                      {"dy", &dy},
+                                      {"f", &f},
+                                      {"df", &df},
+                                      {"skip", &skip},
+                                      {"dskip", &dskip}},
+                                     {{Cpu, F32, F32, F32, F32, F32, F32, F32},
+                                      {Cpu, F64, F64, F64, F64, F64, F64, F64},
+                                      {Cuda, BF16, BF16, BF16, F32, F32, F32, F32}});
   const int64_t B = u.size(0), N = u.size(1), d = u.size(2), M = f.size(1);
   if (dev == Cuda) {
     check_cuda_impl("fno_conv", impl);
-    FELA_FNO_CUDA("fno_conv", cuda::fno_conv_backward(
-                                  du.data<BFloat16>(), df.data<float>(), dskip.data<float>(),
-                                  dy.data<BFloat16>(), u.data<BFloat16>(), f.data<float>(),
-                                  skip.data<float>(), B, N, d, M, method));
+    FELA_FNO_CUDA("fno_conv", cuda::fno_conv_backward(du.data<BFloat16>(), df.data<float>(),
+                                                      dskip.data<float>(), dy.data<BFloat16>(),
+                                                      u.data<BFloat16>(), f.data<float>(),
+                                                      skip.data<float>(), B, N, d, M, method));
     return;
   }
   dispatch_float(u.dtype(), "fno_conv", [&]<class T>() {
@@ -155,9 +173,8 @@ void fno_conv_step(Tensor y, Tensor ring, const Tensor& u, const Tensor& f, cons
        {Cuda, BF16, BF16, BF16, F32, F32}});
   if (dev == Cuda) {
     FELA_FNO_CUDA("fno_conv_step",
-                  cuda::fno_conv_step(y.data<BFloat16>(), ring.data<BFloat16>(),
-                                      u.data<BFloat16>(), f.data<float>(), skip.data<float>(), B,
-                                      d, M, t));
+                  cuda::fno_conv_step(y.data<BFloat16>(), ring.data<BFloat16>(), u.data<BFloat16>(),
+                                      f.data<float>(), skip.data<float>(), B, d, M, t));
     return;
   }
   dispatch_float(u.dtype(), "fno_conv_step", [&]<class T>() {
@@ -173,13 +190,12 @@ void fno_ring_load(Tensor ring, const Tensor& u, int64_t t0) {
   FELA_CHECK(t0 >= 0, "[fno_ring_load] start position must be >= 0, got ", t0);
   const int64_t B = u.size(0), N = u.size(1), d = u.size(2), R = ring.size(1);  // R = M - 1
   check_shape(ring, {B, R, d}, "fno_ring_load", "ring");
-  const Device dev =
-      check_signature("fno_ring_load", {{"u", &u}, {"ring", &ring}},
-                      {{Cpu, F32, F32}, {Cpu, F64, F64}, {Cuda, BF16, BF16}});
+  const Device dev = check_signature("fno_ring_load", {{"u", &u}, {"ring", &ring}},
+                                     {{Cpu, F32, F32}, {Cpu, F64, F64}, {Cuda, BF16, BF16}});
   if (R == 0) return;  // M = 1: no history
   if (dev == Cuda) {
-    FELA_FNO_CUDA("fno_ring_load", cuda::fno_ring_load(ring.data<BFloat16>(), u.data<BFloat16>(),
-                                                       B, N, d, R, t0));
+    FELA_FNO_CUDA("fno_ring_load",
+                  cuda::fno_ring_load(ring.data<BFloat16>(), u.data<BFloat16>(), B, N, d, R, t0));
     return;
   }
   // Token t0 + n goes to slot (t0 + n) % R; only the last min(N, R) tokens survive, earlier
@@ -196,23 +212,25 @@ void fno_ring_unroll(Tensor hist, const Tensor& ring, int64_t t) {
   FELA_CHECK(ring.rank() == 2, "[fno_ring_unroll] ring must be [M-1, d], got ", ring.shape().str());
   FELA_CHECK(t >= 0, "[fno_ring_unroll] position must be >= 0, got ", t);
   check_shape(hist, ring.shape(), "fno_ring_unroll", "hist");
-  const Device dev =
-      check_signature("fno_ring_unroll", {{"ring", &ring}, {"hist", &hist}},
-                      {{Cpu, F32, F32}, {Cpu, F64, F64}, {Cuda, BF16, BF16}});
+  const Device dev = check_signature("fno_ring_unroll", {{"ring", &ring}, {"hist", &hist}},
+                                     {{Cpu, F32, F32}, {Cpu, F64, F64}, {Cuda, BF16, BF16}});
   const int64_t R = ring.size(0);
   if (dev == Cuda) {
     if (R > 0)
-      FELA_FNO_CUDA("fno_ring_unroll", cuda::fno_ring_unroll(hist.data<BFloat16>(),
-                                                             ring.data<BFloat16>(), R,
-                                                             ring.size(1), t));
+      FELA_FNO_CUDA(
+          "fno_ring_unroll",
+          cuda::fno_ring_unroll(hist.data<BFloat16>(), ring.data<BFloat16>(), R, ring.size(1), t));
     return;
   }
   const size_t row = size_t(ring.size(1)) * dtype_size(ring.dtype());
   const auto* src = static_cast<const char*>(ring.raw());
   auto* dst = static_cast<char*>(hist.raw());
-  for (int64_t j = 0; j < R; ++j) {  // token t - R + j lives in slot (t - R + j) mod R = (t + j) mod R
-    if (t - R + j < 0) std::memset(dst + size_t(j) * row, 0, row);
-    else std::memcpy(dst + size_t(j) * row, src + size_t((t + j) % R) * row, row);
+  for (int64_t j = 0; j < R;
+       ++j) {  // token t - R + j lives in slot (t - R + j) mod R = (t + j) mod R
+    if (t - R + j < 0)
+      std::memset(dst + size_t(j) * row, 0, row);
+    else
+      std::memcpy(dst + size_t(j) * row, src + size_t((t + j) % R) * row, row);
   }
 }
 

@@ -32,6 +32,7 @@ namespace fela::ops {
 // Toeplitz (CUDA): the direct sums as block-Toeplitz matrix products on the tensor cores, taps
 // split into two bf16 parts (16 significant bits); on the CPU it runs Direct.
 enum class FirMethod { Auto, Direct, Fft, Toeplitz };
+const char* fir_method_name(FirMethod m);  // "auto", "direct", "fft", "toeplitz"
 
 void fno_filter_forward(Tensor f, const Tensor& k_re, const Tensor& k_im, Impl impl = Impl::Fast);
 void fno_filter_backward(Tensor dk_re, Tensor dk_im, const Tensor& df, Impl impl = Impl::Fast);
