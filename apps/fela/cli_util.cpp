@@ -7,6 +7,13 @@
 
 namespace fela::cli {
 
+void add_device_option(CLI::App* cmd, std::string& device) {
+  cmd->add_option("--device", device,
+                  "cpu, or cuda (bf16 compute; fp32 master weights when training)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
+}
+
 void add_threads_option(CLI::App* cmd, int& threads) {
   cmd->add_option("--threads", threads, "CPU threads (0 = all cores)")
       ->capture_default_str()

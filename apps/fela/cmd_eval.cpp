@@ -51,8 +51,7 @@ void run_eval(const EvalArgs& a) {
   FELA_CHECK(a.batch >= 1, "[eval] --batch must be positive, got ", a.batch);
   FELA_CHECK(a.text.empty() != a.data.empty(), "[eval] give exactly one of --text and --data");
   const Device device = parse_device(a.device);
-  auto model = load_checkpoint(a.checkpoint, device == Device::Cpu ? DType::F32 : DType::BF16,
-                               device);
+  auto model = load_checkpoint(a.checkpoint, compute_dtype(device), device);
   const Config& c = model->config();
   auto tok = tokenizer_for(c.vocab);
   const std::vector<int64_t> token_bytes = token_byte_lengths(*tok);
@@ -103,9 +102,7 @@ void register_eval(CLI::App& app) {
   cmd->add_option("--split", a->split, "Split of --data to score")->capture_default_str();
   cmd->add_option("--context", a->context, "Tokens per window")->capture_default_str();
   cmd->add_option("--batch", a->batch, "Windows per forward pass")->capture_default_str();
-  cmd->add_option("--device", a->device, "cpu, or cuda (bf16 compute)")
-      ->check(CLI::IsMember({"cpu", "cuda"}))
-      ->capture_default_str();
+  add_device_option(cmd, a->device);
   add_threads_option(cmd, a->threads);
   cmd->callback([a] { run_eval(*a); });
 }

@@ -33,8 +33,7 @@ void run_generate(const GenerateArgs& a) {
   FELA_CHECK(a.max_tokens >= 0, "[generate] --max-tokens must be >= 0");
   FELA_CHECK(a.min_length >= 0, "[generate] --min-length must be >= 0");
   const Device device = parse_device(a.device);
-  auto model = load_checkpoint(a.checkpoint, device == Device::Cpu ? DType::F32 : DType::BF16,
-                               device);
+  auto model = load_checkpoint(a.checkpoint, compute_dtype(device), device);
   const Config& c = model->config();
   auto tok = tokenizer_for(c.vocab);
   const std::string prompt = a.prompt_file.empty() ? a.prompt : read_text_arg(a.prompt_file);
@@ -113,9 +112,7 @@ void register_generate(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", a->seed, "Random seed")->capture_default_str();
   cmd->add_option("--stop", a->stop, "Stop once this text has been generated");
-  cmd->add_option("--device", a->device, "cpu, or cuda (bf16 compute)")
-      ->check(CLI::IsMember({"cpu", "cuda"}))
-      ->capture_default_str();
+  add_device_option(cmd, a->device);
   add_threads_option(cmd, a->threads);
   cmd->callback([a] { run_generate(*a); });
 }

@@ -43,9 +43,7 @@ void register_train(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--seed", o->seed, "Seed for initialisation and data order")
       ->capture_default_str();
-  cmd->add_option("--device", o->device, "cpu, or cuda (bf16 compute, fp32 master weights)")
-      ->check(CLI::IsMember({"cpu", "cuda"}))
-      ->capture_default_str();
+  add_device_option(cmd, o->device);
   cmd->add_flag("--recompute", o->recompute,
                 "Recompute activations in backward instead of keeping them (less memory)");
   cmd->add_flag("--resume", o->resume, "Continue the run in --out from its checkpoint");

@@ -36,6 +36,9 @@ struct InferenceState {
 // everything. On Device::Cuda, dtype must be bf16: activations and the compute copy of the
 // matrices (shadow()) are bf16, while the master parameters, their gradients, norm gains, gates,
 // FNO spectra and the statistics kept for backward (rstd, lse, log decays) stay fp32.
+// The dtype a model computes in on a device: f32 on the CPU, bf16 on the GPU.
+inline DType compute_dtype(Device d) { return d == Device::Cpu ? DType::F32 : DType::BF16; }
+
 class Model {
  public:
   Model(const Config& config, DType dtype = DType::F32, ops::Impl impl = ops::Impl::Fast,

@@ -100,7 +100,7 @@ TrainResult train(const TrainOptions& opt) {
   FELA_CHECK(val_set.num_tokens() >= 2, "[train] the validation split of ", opt.data,
              " is empty (prepare with a larger --val-fraction)");
   const Device device = parse_device(opt.device);
-  const DType dtype = device == Device::Cpu ? DType::F32 : DType::BF16;
+  const DType dtype = compute_dtype(device);
   std::unique_ptr<Model> model;
   if (opt.resume) {
     model = load_checkpoint(ckpt_dir, dtype, device);
