@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -86,44 +87,44 @@ Result run_case(const Case& k, int warmup, int steps) {
   const int64_t R = k.B * k.N, V = c.vocab_size();
   std::vector<int32_t> in(R), tgt(R);
   Result r;
-  auto step = [&] {  // fresh random tokens each step, as a data loader would hand them over
+  // Fresh random tokens each step, as a data loader would hand them over.
+  auto next_batch = [&] {
     for (int64_t i = 0; i < R; ++i) in[i] = int32_t(rng.next_u64() % uint64_t(V));
     for (int64_t i = 0; i < R; ++i) tgt[i] = int32_t(rng.next_u64() % uint64_t(V));
+  };
+  // One optimizer step; after(p) runs at the end of phase p (forward, loss, backward, optimizer).
+  auto step = [&](const std::function<void(int)>& after) {
     m.zero_grad();
     m.forward(in.data(), k.B, k.N);
+    after(0);
     r.loss = m.loss(tgt.data(), 1.0);
+    after(1);
     m.backward();
+    after(2);
     const double norm = adam.grad_norm(m.grads());
     adam.step(m.params(), m.grads(), 1e-4, clip_scale(norm, 1.0), m.shadow());
+    after(3);
   };
-  for (int i = 0; i < warmup; ++i) step();
+  const auto no_wait = [](int) {};
+  for (int i = 0; i < warmup; ++i) next_batch(), step(no_wait);
   cuda::synchronize();
   const auto t0 = Clock::now();
-  for (int i = 0; i < steps; ++i) step();
+  for (int i = 0; i < steps; ++i) next_batch(), step(no_wait);
   cuda::synchronize();
   const double t = seconds_since(t0);
   r.tok_s = double(R) * steps / t;
   r.step_ms = 1e3 * t / steps;
   // Phases, each followed by a wait for the GPU.
+  Clock::time_point tp;
+  const auto lap = [&](int phase) {
+    cuda::synchronize();
+    r.phase_ms[phase] += 1e3 * seconds_since(tp) / steps;
+    tp = Clock::now();
+  };
   for (int i = 0; i < steps; ++i) {
-    for (int64_t j = 0; j < R; ++j) in[j] = int32_t(rng.next_u64() % uint64_t(V));
-    for (int64_t j = 0; j < R; ++j) tgt[j] = int32_t(rng.next_u64() % uint64_t(V));
-    auto tp = Clock::now();
-    auto lap = [&](int phase) {
-      cuda::synchronize();
-      r.phase_ms[phase] += 1e3 * seconds_since(tp) / steps;
-      tp = Clock::now();
-    };
-    m.zero_grad();
-    m.forward(in.data(), k.B, k.N);
-    lap(0);
-    m.loss(tgt.data(), 1.0);
-    lap(1);
-    m.backward();
-    lap(2);
-    const double norm = adam.grad_norm(m.grads());
-    adam.step(m.params(), m.grads(), 1e-4, clip_scale(norm, 1.0), m.shadow());
-    lap(3);
+    next_batch();
+    tp = Clock::now();
+    step(lap);
   }
   const cuda::MemoryStats ms = cuda::memory_stats();
   r.peak = ms.peak - base;
@@ -154,12 +155,9 @@ int main(int argc, char** argv) {
     }
     FELA_CHECK(steps >= 1 && warmup >= 0, "[bench_train] --steps must be >= 1, --warmup >= 0");
     if (cases.empty())
-      cases = {{"fela-small", 8, 1024, false},
-               {"fela-small", 32, 1024, false},
-               {"fela-small", 2, 16384, false},
-               {"fela-1b", 1, 4096, false},
-               {"fela-1b", 1, 16384, false},
-               {"fela-1b", 1, 16384, true}};
+      cases = {{"fela-small", 8, 1024, false},  {"fela-small", 32, 1024, false},
+               {"fela-small", 2, 16384, false}, {"fela-1b", 1, 4096, false},
+               {"fela-1b", 1, 16384, false},    {"fela-1b", 1, 16384, true}};
     FELA_CHECK(cuda::device_count() > 0, "[bench_train] no CUDA device");
     char date[32];
     const std::time_t now = std::time(nullptr);

@@ -57,12 +57,6 @@ class Pool {
   std::map<std::pair<int, std::string>, Array> bufs_;
 };
 
-void copy_tensor(Tensor dst, const Tensor& src) {
-  FELA_CHECK(dst.bytes() == src.bytes(), "[model] copy of ", src.shape().str(), " into ",
-             dst.shape().str());
-  tensor_copy(dst, src);
-}
-
 // A host int32 array [n] as a tensor, for copying token ids to the model's device.
 Tensor host_ids(const int32_t* p, int64_t n) {
   return Tensor(const_cast<int32_t*>(p), DType::I32, {n});
@@ -307,10 +301,10 @@ void Model::layer_forward(int64_t i, InferenceState* fill) {
       Tensor y_ext = A.get(kGlobal, "y_ext", {B, M - 1 + N, d});
       for (int64_t b = 0; b < B; ++b) {
         ops::fno_ring_unroll(u_ext[b].slice(0, M - 1), Tensor(fill->ring[i])[b], t0);
-        copy_tensor(u_ext[b].slice(M - 1, M - 1 + N), u[b]);
+        tensor_copy(u_ext[b].slice(M - 1, M - 1 + N), u[b]);
       }
       ops::fno_conv_forward(y_ext, u_ext, f, p.skip, im);
-      for (int64_t b = 0; b < B; ++b) copy_tensor(y[b], y_ext[b].slice(M - 1, M - 1 + N));
+      for (int64_t b = 0; b < B; ++b) tensor_copy(y[b], y_ext[b].slice(M - 1, M - 1 + N));
     }
     ops::swiglu_forward(o, z, y, im);                       // o = (y + D u) silu(z)
     ops::linear_forward(mix, o, p.w_o, Layout::InOut, im);  // out = o W_o
@@ -367,8 +361,8 @@ void Model::layer_forward(int64_t i, InferenceState* fill) {
       for (int64_t b = 0; b < B; ++b) {
         Tensor kc = Tensor(fill->k_cache[i])[b].slice(0, t0 + N);
         Tensor vc = Tensor(fill->v_cache[i])[b].slice(0, t0 + N);
-        copy_tensor(kc.slice(t0, t0 + N), k[b]);
-        copy_tensor(vc.slice(t0, t0 + N), v[b]);
+        tensor_copy(kc.slice(t0, t0 + N), k[b]);
+        tensor_copy(vc.slice(t0, t0 + N), v[b]);
         ops::attention_forward(att[b].reshape({1, N, H, Dh}), lse[b].reshape({1, H, N}),
                                q[b].reshape({1, N, H, Dh}), kc.reshape({1, t0 + N, Hkv, Dh}),
                                vc.reshape({1, t0 + N, Hkv, Dh}), scale, im);
@@ -379,7 +373,7 @@ void Model::layer_forward(int64_t i, InferenceState* fill) {
 
   Tensor hm = A.get(li, "h_mid", {R, d});
   residual_branch_forward(i, 0, mix, lw.mix_gate);  // g * dropout(Mixer(...))
-  copy_tensor(hm, h);
+  tensor_copy(hm, h);
   ops::add_inplace(hm, mix, im);  // h = h + Mixer(RMSNorm(h))
 
   const MlpWeights& m = lw.mlp;
@@ -399,11 +393,11 @@ void Model::layer_forward(int64_t i, InferenceState* fill) {
   residual_branch_forward(i, 1, mlp, lw.mlp_gate);            // g * dropout(MLP(...))
   Tensor h_next = A.get(li + 1, "h", {R, d});
   if (!post_norm) {
-    copy_tensor(h_next, hm);
+    tensor_copy(h_next, hm);
     ops::add_inplace(h_next, mlp, im);  // h = h + MLP(RMSNorm(h))
   } else {
     Tensor sum = A.get(li, "mlp_sum", {R, d});
-    copy_tensor(sum, hm);
+    tensor_copy(sum, hm);
     ops::add_inplace(sum, mlp, im);
     ops::rmsnorm_forward(h_next, A.get_acc(li, "rstd2", {R}), sum, lw.mlp_norm, c.norm_eps,
                          im);  // h = RMSNorm(h + MLP(h))
@@ -417,7 +411,7 @@ void Model::residual_branch_forward(int64_t layer, int site, Tensor f, const Ten
   if (p > 0) ops::dropout_forward(f, f, p, seed, impl_);
   if (gate.raw()) {
     Tensor kept = acts_->get(int(layer), site ? "mlp_dropped" : "mix_dropped", f.shape());
-    copy_tensor(kept, f);
+    tensor_copy(kept, f);
     ops::channel_scale_forward(f, kept, gate, impl_);
   }
 }
@@ -429,7 +423,7 @@ Tensor Model::residual_branch_backward(int64_t layer, int site, const Tensor& df
   const auto [p, seed] = dropout_site(layer, site);
   if (p == 0 && !gate.raw()) return df_out;
   Tensor df = acts_->get(kGlobal, "branch_grad", df_out.shape());
-  copy_tensor(df, df_out);
+  tensor_copy(df, df_out);
   if (gate.raw()) {
     Tensor kept = acts_->get(int(layer), site ? "mlp_dropped" : "mix_dropped", df_out.shape());
     ops::channel_scale_backward(df, dgate, df, kept, gate, impl_);
@@ -544,7 +538,7 @@ void Model::backward() {
       if (post_norm) {  // through the post-norm: dh becomes d(h_mid + branch)
         ops::rmsnorm_backward(dtmp, gw.mlp_norm, dh, A.get(li, "mlp_sum", {R, d}), lw.mlp_norm,
                               A.get_acc(li, "rstd2", {R}), im);
-        copy_tensor(dh, dtmp);
+        tensor_copy(dh, dtmp);
       }
       Tensor hm = A.get(li, "h_mid", {R, d});
       Tensor x2 = post_norm ? hm : A.get(li, "xn2", {R, d});
@@ -710,7 +704,7 @@ void Model::prefill(InferenceState& s, const int32_t* tokens, int64_t N, Tensor 
     if (p0 + n == N) {
       Tensor last = acts_->get(kGlobal, "last", {B, d});
       Tensor xf = acts_->get(kGlobal, "xf", {B * n, d});
-      for (int64_t b = 0; b < B; ++b) copy_tensor(last[b], xf[b * n + n - 1]);
+      for (int64_t b = 0; b < B; ++b) tensor_copy(last[b], xf[b * n + n - 1]);
       head_forward(logits_last, last);
     }
   }
