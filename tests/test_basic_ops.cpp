@@ -166,9 +166,10 @@ TEST(CrossEntropy, LargeLogitsStayFiniteAndAliasingWorks) {
   ops::cross_entropy_forward(l1, logits, tok, Impl::Fast);
   EXPECT_TRUE(all_finite(l1));
   EXPECT_LT(rel_err(l0, l1), 1e-6);
-  Array g = Array::empty(DType::F32, {R, V});
+  Array g = Array::empty(DType::F32, {R, V}), l2 = Array::empty(DType::F32, {R});
   ops::cross_entropy_backward(g, logits, tok, 1.0, Impl::Ref);
-  ops::cross_entropy_backward(logits, logits, tok, 1.0, Impl::Fast);  // in place
+  ops::cross_entropy_forward_backward(l2, logits, logits, tok, 1.0, Impl::Fast);  // in place
+  EXPECT_EQ(max_abs_diff(l1, l2), 0.0);
   EXPECT_LT(rel_err(g, logits), 1e-5);
   // each row of softmax - onehot sums to zero
   for (int64_t r = 0; r < R; ++r) {
@@ -212,4 +213,15 @@ TEST(Add, MatchesReference) {
   ops::add_inplace(y1, x, Impl::Fast);
   EXPECT_EQ(max_abs_diff(y0, y1), 0.0);
   EXPECT_THROW(ops::add_inplace(y0, Array::zeros(DType::F32, {32})), Error);
+  // Out of place, and with y aliasing either input.
+  Array a = random_array(DType::F64, {33}, rng), b = random_array(DType::F64, {33}, rng);
+  Array sum = Array::empty(DType::F64, {33}), into_a = copy_of(a), into_b = copy_of(b);
+  ops::add(sum, a, b);
+  ops::add(into_a, into_a, b);
+  ops::add(into_b, a, into_b, Impl::Ref);
+  for (int64_t i = 0; i < 33; ++i)
+    EXPECT_EQ(sum.data<double>()[i], a.data<double>()[i] + b.data<double>()[i]);
+  EXPECT_EQ(max_abs_diff(sum, into_a), 0.0);
+  EXPECT_EQ(max_abs_diff(sum, into_b), 0.0);
+  EXPECT_THROW(ops::add(sum, a, Array::zeros(DType::F64, {32})), Error);
 }

@@ -58,3 +58,42 @@ TEST(RmsNorm, RejectsMismatchedShapes) {
   Array y = Array::empty(DType::F32, {3, 4}), rstd = Array::empty(DType::F32, {3});
   EXPECT_THROW(ops::rmsnorm_forward(y, rstd, x, g, 1e-6), Error);
 }
+
+// GradMode::Add adds exactly what Write writes (in double, both implementations), also when dx
+// aliases dy; the residual form is the sum followed by the norm of the stored sum.
+TEST(RmsNorm, AddModeAndResidualForm) {
+  Rng rng(7);
+  const int64_t R = 9, d = 24;
+  Array x = random_array(DType::F64, {R, d}, rng), g = random_array(DType::F64, {d}, rng);
+  Array dy = random_array(DType::F64, {R, d}, rng), dx0 = random_array(DType::F64, {R, d}, rng);
+  Array y = Array::empty(DType::F64, {R, d}), rstd = Array::empty(DType::F64, {R});
+  ops::rmsnorm_forward(y, rstd, x, g, 1e-6, ops::Impl::Ref);
+  for (auto impl : {ops::Impl::Ref, ops::Impl::Fast}) {
+    Array written = Array::empty(DType::F64, {R, d}), dg = Array::zeros(DType::F64, {d});
+    ops::rmsnorm_backward(written, dg, dy, x, g, rstd, impl);
+    Array added = copy_of(dx0), dg2 = Array::zeros(DType::F64, {d});
+    ops::rmsnorm_backward(added, dg2, dy, x, g, rstd, impl, ops::GradMode::Add);
+    Array in_place = copy_of(dy), dg3 = Array::zeros(DType::F64, {d});
+    ops::rmsnorm_backward(in_place, dg3, in_place, x, g, rstd, impl, ops::GradMode::Add);
+    for (int64_t i = 0; i < R * d; ++i) {
+      EXPECT_NEAR(added.data<double>()[i], dx0.data<double>()[i] + written.data<double>()[i],
+                  1e-12);
+      EXPECT_NEAR(in_place.data<double>()[i], dy.data<double>()[i] + written.data<double>()[i],
+                  1e-12);
+    }
+    EXPECT_EQ(max_abs_diff(dg, dg2), 0.0);
+    EXPECT_EQ(max_abs_diff(dg, dg3), 0.0);
+  }
+  Array b = random_array(DType::F64, {R, d}, rng), s = Array::empty(DType::F64, {R, d});
+  Array y2 = Array::empty(DType::F64, {R, d}), rstd2 = Array::empty(DType::F64, {R});
+  ops::add_rmsnorm_forward(s, y2, rstd2, x, b, g, 1e-6);
+  for (int64_t i = 0; i < R * d; ++i)
+    EXPECT_EQ(s.data<double>()[i], x.data<double>()[i] + b.data<double>()[i]);
+  Array y3 = Array::empty(DType::F64, {R, d}), rstd3 = Array::empty(DType::F64, {R});
+  ops::rmsnorm_forward(y3, rstd3, s, g, 1e-6, ops::Impl::Ref);
+  EXPECT_LT(max_abs_diff(y2, y3), 1e-12);
+  EXPECT_LT(max_abs_diff(rstd2, rstd3), 1e-12);
+  EXPECT_THROW(ops::add_rmsnorm_forward(s, y2, rstd2, x, Array::zeros(DType::F64, {R, d + 1}), g,
+                                        1e-6),
+               Error);
+}

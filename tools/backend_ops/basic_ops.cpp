@@ -24,7 +24,6 @@ using ops::GradMode;
 using ops::Impl;
 using ops::Layout;
 
-
 void check_linear(int64_t R, int64_t in, int64_t out, Layout lay, GradMode mode, Rng& rng) {
   const Shape ws = lay == Layout::InOut ? Shape{in, out} : Shape{out, in};
   const std::string shape =
@@ -57,16 +56,16 @@ void check_linear(int64_t R, int64_t in, int64_t out, Layout lay, GradMode mode,
   check("linear", shape, dir, "dW +=", gw, values(hdw));
 }
 
-void check_rmsnorm(int64_t R, int64_t d, Rng& rng) {
-  const std::string shape = dims({R, d});
+void check_rmsnorm(int64_t R, int64_t d, Rng& rng, int64_t shift = 0) {
+  const std::string shape = dims({R, d}) + (shift ? " unaligned" : "");
   // With d = 1 the exact dx is s^3 eps dy g, all cancellation when eps is tiny, which no fp32
   // kernel resolves: that width is checked with a large eps, where it is well conditioned.
   const double eps = d == 1 ? 0.5 : 1e-6;
   const Vec x = rounded(normal(R * d, rng), DType::BF16);
   const Vec g = rounded(normal(d, rng, 0.1, 1.0), DType::F32);
   const Vec dy = rounded(normal(R * d, rng), DType::BF16);
+  const Vec dx0 = rounded(normal(R * d, rng), DType::BF16);
   const Vec dg0 = rounded(normal(d, rng, 0.1), DType::F32);
-
   Array hx = host_f64(x, {R, d}), hg = host_f64(g, {d}), hdy = host_f64(dy, {R, d});
   Array hy = Array::empty(DType::F64, {R, d}), hrstd = Array::empty(DType::F64, {R});
   ops::rmsnorm_forward(hy, hrstd, hx, hg, eps, Impl::Ref);
@@ -75,27 +74,44 @@ void check_rmsnorm(int64_t R, int64_t d, Rng& rng) {
   Array hrstd32 = host_f64(rstd, {R});
   Array hdx = Array::empty(DType::F64, {R, d}), hdg = host_f64(dg0, {d});
   ops::rmsnorm_backward(hdx, hdg, hdy, hx, hg, hrstd32, Impl::Ref);
-
-  DeviceBuf gx = device_buf(DType::BF16, {R, d}, x), gg = device_buf(DType::F32, {d}, g);
-  DeviceBuf y = device_buf(DType::BF16, {R, d}), s = device_buf(DType::F32, {R});
+  Array hdx_add = host_f64(dx0, {R, d}), hdg_add = host_f64(dg0, {d});
+  ops::rmsnorm_backward(hdx_add, hdg_add, hdy, hx, hg, hrstd32, Impl::Ref, GradMode::Add);
+  DeviceBuf gx = device_buf(DType::BF16, {R, d}, x, shift), gg = device_buf(DType::F32, {d}, g);
+  DeviceBuf y = device_buf(DType::BF16, {R, d}, {}, shift), s = device_buf(DType::F32, {R});
   ops::rmsnorm_forward(y.view, s.view, gx.view, gg.view, eps);
   check("rmsnorm", shape, "forward", "y", y, values(hy));
   check("rmsnorm", shape, "forward", "rstd", s, values(hrstd));
-
   DeviceBuf gs = device_buf(DType::F32, {R}, rstd);
-  for (bool in_place : {false, true}) {
-    DeviceBuf gdy = device_buf(DType::BF16, {R, d}, dy), gdg = device_buf(DType::F32, {d}, dg0);
-    DeviceBuf sep = device_buf(DType::BF16, {R, d});
+  for (const char* mode : {"write", "in place", "add"}) {
+    const bool in_place = mode[0] == 'i', add = mode[0] == 'a';
+    DeviceBuf gdy = device_buf(DType::BF16, {R, d}, dy, shift);
+    DeviceBuf gdg = device_buf(DType::F32, {d}, dg0);
+    DeviceBuf sep = device_buf(DType::BF16, {R, d}, add ? dx0 : Vec{}, shift);
     const DeviceBuf& gdx = in_place ? gdy : sep;
-    ops::rmsnorm_backward(gdx.view, gdg.view, gdy.view, gx.view, gg.view, gs.view);
-    const std::string dir = in_place ? "backward, dx = dy" : "backward";
-    check("rmsnorm", shape, dir, "dx", gdx, values(hdx));
-    check("rmsnorm", shape, dir, "dg +=", gdg, values(hdg));
+    ops::rmsnorm_backward(gdx.view, gdg.view, gdy.view, gx.view, gg.view, gs.view, Impl::Fast,
+                          add ? GradMode::Add : GradMode::Write);
+    const std::string dir = in_place ? "backward, dx = dy" : add ? "backward, dx +=" : "backward";
+    check("rmsnorm", shape, dir, "dx", gdx, values(add ? hdx_add : hdx));
+    check("rmsnorm", shape, dir, "dg +=", gdg, values(add ? hdg_add : hdg));
   }
+  // The residual form: s = x + b, stored in bf16, normalised as stored.
+  const Vec b = rounded(normal(R * d, rng), DType::BF16);
+  Vec sum(x.size());
+  for (size_t i = 0; i < x.size(); ++i) sum[i] = x[i] + b[i];
+  const Vec stored = rounded(sum, DType::BF16);
+  Array hs = host_f64(stored, {R, d}), hy2 = Array::empty(DType::F64, {R, d});
+  Array hrstd2 = Array::empty(DType::F64, {R});
+  ops::rmsnorm_forward(hy2, hrstd2, hs, hg, eps, Impl::Ref);
+  DeviceBuf gb = device_buf(DType::BF16, {R, d}, b, shift);
+  DeviceBuf gsum = device_buf(DType::BF16, {R, d}, {}, shift);
+  ops::add_rmsnorm_forward(gsum.view, y.view, s.view, gx.view, gb.view, gg.view, eps);
+  check("rmsnorm", shape, "forward, s = x + b", "s", gsum, sum);
+  check("rmsnorm", shape, "forward, s = x + b", "y", y, values(hy2));
+  check("rmsnorm", shape, "forward, s = x + b", "rstd", s, values(hrstd2));
 }
 
-void check_swiglu(int64_t n, Rng& rng) {
-  const std::string shape = dims({n});
+void check_swiglu(int64_t n, Rng& rng, int64_t shift = 0) {
+  const std::string shape = dims({n}) + (shift ? " unaligned" : "");
   const Vec a = rounded(normal(n, rng, 2.0), DType::BF16);
   const Vec b = rounded(normal(n, rng), DType::BF16);
   const Vec dy = rounded(normal(n, rng), DType::BF16);
@@ -105,16 +121,21 @@ void check_swiglu(int64_t n, Rng& rng) {
   ops::swiglu_forward(hy, ha, hb, Impl::Ref);
   ops::swiglu_backward(hda, hdb, hdy, ha, hb, Impl::Ref);
 
-  DeviceBuf ga = device_buf(DType::BF16, {n}, a), gb = device_buf(DType::BF16, {n}, b);
-  DeviceBuf y = device_buf(DType::BF16, {n});
+  DeviceBuf ga = device_buf(DType::BF16, {n}, a, shift),
+            gb = device_buf(DType::BF16, {n}, b, shift);
+  DeviceBuf y = device_buf(DType::BF16, {n}, {}, shift);
   ops::swiglu_forward(y.view, ga.view, gb.view);
   check("swiglu", shape, "forward", "y", y, values(hy));
-  for (bool in_place : {false, true}) {
-    DeviceBuf gdy = device_buf(DType::BF16, {n}, dy), sep = device_buf(DType::BF16, {n});
-    DeviceBuf gdb = device_buf(DType::BF16, {n});
-    const DeviceBuf& gda = in_place ? gdy : sep;
+  for (int alias : {0, 1, 2}) {  // dy apart, da = dy (the MLP), db = dy (the GLA output gate)
+    DeviceBuf gdy = device_buf(DType::BF16, {n}, dy, shift);
+    DeviceBuf sa = device_buf(DType::BF16, {n}, {}, shift),
+              sb = device_buf(DType::BF16, {n}, {}, shift);
+    const DeviceBuf& gda = alias == 1 ? gdy : sa;
+    const DeviceBuf& gdb = alias == 2 ? gdy : sb;
     ops::swiglu_backward(gda.view, gdb.view, gdy.view, ga.view, gb.view);
-    const std::string dir = in_place ? "backward, da = dy" : "backward";
+    const std::string dir = alias == 1   ? "backward, da = dy"
+                            : alias == 2 ? "backward, db = dy"
+                                         : "backward";
     check("swiglu", shape, dir, "da", gda, values(hda));
     check("swiglu", shape, dir, "db", gdb, values(hdb));
   }
@@ -141,8 +162,8 @@ void check_embedding(int64_t R, int64_t V, int64_t d, Rng& rng) {
   check("embedding", shape, "backward", "dE +=", gdE, values(hdE));
 }
 
-void check_cross_entropy(int64_t R, int64_t V, Rng& rng) {
-  const std::string shape = dims({R, V});
+void check_cross_entropy(int64_t R, int64_t V, Rng& rng, int64_t shift = 0) {
+  const std::string shape = dims({R, V}) + (shift ? " unaligned" : "");
   std::vector<int32_t> tgt(static_cast<size_t>(R));
   for (int64_t r = 0; r < R; ++r)  // every fifth row ignored, as padding would be
     tgt[size_t(r)] = r % 5 == 3 ? -1 : int32_t(rng.below(uint64_t(V)));
@@ -152,17 +173,20 @@ void check_cross_entropy(int64_t R, int64_t V, Rng& rng) {
   Array hloss = Array::empty(DType::F64, {R}), hd = Array::empty(DType::F64, {R, V});
   ops::cross_entropy_forward(hloss, hl, ht, Impl::Ref);
   ops::cross_entropy_backward(hd, hl, ht, scale, Impl::Ref);
-
-  DeviceBuf gt = device_tokens(tgt), gl = device_buf(DType::BF16, {R, V}, logits);
+  DeviceBuf gt = device_tokens(tgt), gl = device_buf(DType::BF16, {R, V}, logits, shift);
   DeviceBuf loss = device_buf(DType::F32, {R});
   ops::cross_entropy_forward(loss.view, gl.view, gt.view);
   check("cross_entropy", shape, "forward", "loss", loss, values(hloss));
-  DeviceBuf gd = device_buf(DType::BF16, {R, V});
+  DeviceBuf gd = device_buf(DType::BF16, {R, V}, {}, shift);
   ops::cross_entropy_backward(gd.view, gl.view, gt.view, scale);
   check("cross_entropy", shape, "backward", "dlogits", gd, values(hd));
-  DeviceBuf inplace = device_buf(DType::BF16, {R, V}, logits);  // the model's fused head
-  ops::cross_entropy_backward(inplace.view, inplace.view, gt.view, scale);
-  check("cross_entropy", shape, "backward, dlogits = logits", "dlogits", inplace, values(hd));
+  // The model's fused head: loss and dlogits in one call, dlogits in place of the logits.
+  DeviceBuf inplace = device_buf(DType::BF16, {R, V}, logits, shift);
+  DeviceBuf loss2 = device_buf(DType::F32, {R});
+  ops::cross_entropy_forward_backward(loss2.view, inplace.view, inplace.view, gt.view, scale);
+  check("cross_entropy", shape, "forward+backward, dlogits = logits", "loss", loss2, values(hloss));
+  check("cross_entropy", shape, "forward+backward, dlogits = logits", "dlogits", inplace,
+        values(hd));
 }
 
 // Padded rows, as the GPU model's head uses them: [R, C] logits of which the first V columns are
@@ -170,7 +194,8 @@ void check_cross_entropy(int64_t R, int64_t V, Rng& rng) {
 void check_cross_entropy_padded(int64_t R, int64_t V, int64_t C, Rng& rng) {
   const std::string shape = dims({R, V}) + " in rows of " + std::to_string(C);
   std::vector<int32_t> tgt(static_cast<size_t>(R));
-  for (int64_t r = 0; r < R; ++r) tgt[size_t(r)] = r % 5 == 3 ? -1 : int32_t(rng.below(uint64_t(V)));
+  for (int64_t r = 0; r < R; ++r)
+    tgt[size_t(r)] = r % 5 == 3 ? -1 : int32_t(rng.below(uint64_t(V)));
   const Vec padded = rounded(normal(R * C, rng, 3.0), DType::BF16);
   Vec logits(size_t(R * V));
   for (int64_t r = 0; r < R; ++r)
@@ -188,16 +213,22 @@ void check_cross_entropy_padded(int64_t R, int64_t V, int64_t C, Rng& rng) {
   DeviceBuf loss = device_buf(DType::F32, {R});
   ops::cross_entropy_forward(loss.view, gl.view, gt.view, Impl::Fast, V);
   check("cross_entropy", shape, "forward", "loss", loss, values(hloss));
-  ops::cross_entropy_backward(gl.view, gl.view, gt.view, scale, Impl::Fast, V);
-  check("cross_entropy", shape, "backward, dlogits = logits", "dlogits", gl, want);
+  DeviceBuf loss2 = device_buf(DType::F32, {R});
+  ops::cross_entropy_forward_backward(loss2.view, gl.view, gl.view, gt.view, scale, Impl::Fast, V);
+  check("cross_entropy", shape, "forward+backward, dlogits = logits", "loss", loss2, values(hloss));
+  check("cross_entropy", shape, "forward+backward, dlogits = logits", "dlogits", gl, want);
 }
 
-void check_add(int64_t n, Rng& rng) {
-  const std::string shape = dims({n});
+void check_add(int64_t n, Rng& rng, int64_t shift = 0) {
+  const std::string shape = dims({n}) + (shift ? " unaligned" : "");
   const Vec y0 = rounded(normal(n, rng), DType::BF16), x = rounded(normal(n, rng), DType::BF16);
   Array hy = host_f64(y0, {n}), hx = host_f64(x, {n});
   ops::add_inplace(hy, hx, Impl::Ref);
-  DeviceBuf gy = device_buf(DType::BF16, {n}, y0), gx = device_buf(DType::BF16, {n}, x);
+  DeviceBuf gy = device_buf(DType::BF16, {n}, y0, shift),
+            gx = device_buf(DType::BF16, {n}, x, shift);
+  DeviceBuf out = device_buf(DType::BF16, {n}, {}, shift);
+  ops::add(out.view, gy.view, gx.view);
+  check("add", shape, "y = a + b", "y", out, values(hy));
   ops::add_inplace(gy.view, gx.view);
   check("add", shape, "y += x", "y", gy, values(hy));
 }
@@ -356,11 +387,13 @@ FELA_BACKEND_CHECKS(20, "rmsnorm", "rmsnorm R x d", [](Context& c) {
                       {2048, 768},
                       {70001, 64}})
     if (c.run(R * d)) check_rmsnorm(R, d, c.rng);
+  check_rmsnorm(33, 768, c.rng, 1);  // the scalar path of a width the vectorized path takes
 });
 
 FELA_BACKEND_CHECKS(30, "swiglu", "swiglu n", [](Context& c) {
   for (int64_t n : {1, 31, 33, 129, 1000003})
     if (c.run(n)) check_swiglu(n, c.rng);
+  check_swiglu(1029, c.rng, 1);
 });
 
 FELA_BACKEND_CHECKS(40, "embedding", "embedding R x V x d", [](Context& c) {
@@ -372,6 +405,8 @@ FELA_BACKEND_CHECKS(40, "embedding", "embedding R x V x d", [](Context& c) {
 FELA_BACKEND_CHECKS(50, "cross_entropy", "cross_entropy R x V", [](Context& c) {
   for (auto [R, V] : {std::array<int64_t, 2>{1, 1}, {31, 33}, {33, 129}, {129, 31}, {64, 50257}})
     if (c.run(R * V)) check_cross_entropy(R, V, c.rng);
+  check_cross_entropy(33, 136, c.rng);     // 16-byte rows
+  check_cross_entropy(33, 136, c.rng, 1);  // the same, unaligned
   check_cross_entropy_padded(31, 33, 64, c.rng);
   if (c.run(64 * 50304)) check_cross_entropy_padded(64, 50257, 50304, c.rng);
 });
@@ -379,6 +414,7 @@ FELA_BACKEND_CHECKS(50, "cross_entropy", "cross_entropy R x V", [](Context& c) {
 FELA_BACKEND_CHECKS(60, "add", "add n", [](Context& c) {
   for (int64_t n : {1, 31, 33, 129, 1000003})
     if (c.run(n)) check_add(n, c.rng);
+  check_add(1029, c.rng, 1);
 });
 
 FELA_BACKEND_CHECKS(70, "silu", "silu n", [](Context& c) {

@@ -76,11 +76,11 @@ void poison(void* p, DType dt, int64_t n) {
 
 // A device buffer of shape s and dtype dt whose middle holds v (stored as dt), or poison when v
 // is empty.
-DeviceBuf device_buf(DType dt, Shape s, const Vec& v) {
-  const int64_t n = s.numel();
-  Array host = Array::empty(dt, {n + 2 * kGuard});
-  poison(host.view().raw(), dt, n + 2 * kGuard);
-  char* mid = static_cast<char*>(host.view().raw()) + kGuard * dtype_size(dt);
+DeviceBuf device_buf(DType dt, Shape s, const Vec& v, int64_t shift) {
+  const int64_t n = s.numel(), lead = kGuard + shift, total = lead + n + kGuard;
+  Array host = Array::empty(dt, {total});
+  poison(host.view().raw(), dt, total);
+  char* mid = static_cast<char*>(host.view().raw()) + lead * dtype_size(dt);
   for (int64_t i = 0; i < int64_t(v.size()); ++i) {
     if (dt == DType::BF16)
       reinterpret_cast<BFloat16*>(mid)[i] = BFloat16(float(v[i]));
@@ -89,10 +89,10 @@ DeviceBuf device_buf(DType dt, Shape s, const Vec& v) {
     else
       reinterpret_cast<int32_t*>(mid)[i] = int32_t(v[i]);
   }
-  DeviceBuf b{Array::empty(dt, {n + 2 * kGuard}, Device::Cuda), Tensor(), dt, n};
+  DeviceBuf b{Array::empty(dt, {total}, Device::Cuda), Tensor(), dt, n, lead};
   tensor_copy(b.mem, host);
   b.view =
-      Tensor(static_cast<char*>(b.mem.view().raw()) + kGuard * dtype_size(dt), dt, s, Device::Cuda);
+      Tensor(static_cast<char*>(b.mem.view().raw()) + lead * dtype_size(dt), dt, s, Device::Cuda);
   return b;
 }
 
@@ -102,18 +102,18 @@ DeviceBuf device_tokens(const std::vector<int32_t>& t) {
 
 Readback read_back(const DeviceBuf& b) {
   cuda::synchronize();  // a kernel fault surfaces here, not in a later op
-  Array host = Array::empty(b.dtype, {b.n + 2 * kGuard});
+  Array host = Array::empty(b.dtype, {b.lead + b.n + kGuard});
   tensor_copy(host, b.mem);
-  Array fresh = Array::empty(b.dtype, {kGuard});
-  poison(fresh.view().raw(), b.dtype, kGuard);
-  const size_t es = dtype_size(b.dtype), gb = size_t(kGuard) * es;
+  Array fresh = Array::empty(b.dtype, {b.lead});
+  poison(fresh.view().raw(), b.dtype, b.lead);
+  const size_t es = dtype_size(b.dtype), lb = size_t(b.lead) * es, gb = size_t(kGuard) * es;
   const char* p = static_cast<const char*>(host.view().raw());
   Readback r;
-  r.guards_ok = std::memcmp(p, fresh.view().raw(), gb) == 0 &&
-                std::memcmp(p + gb + size_t(b.n) * es, fresh.view().raw(), gb) == 0;
+  r.guards_ok = std::memcmp(p, fresh.view().raw(), lb) == 0 &&
+                std::memcmp(p + lb + size_t(b.n) * es, fresh.view().raw(), gb) == 0;
   r.values.resize(size_t(b.n));
   for (int64_t i = 0; i < b.n; ++i) {
-    const char* e = p + gb + size_t(i) * es;
+    const char* e = p + lb + size_t(i) * es;
     double x = 0;
     if (b.dtype == DType::BF16)
       x = float(*reinterpret_cast<const BFloat16*>(e));

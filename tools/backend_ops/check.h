@@ -37,14 +37,16 @@ Array host_i32(const std::vector<int32_t>& v);
 // ---- guarded device buffers ----
 void poison(void* p, DType dt, int64_t n);
 struct DeviceBuf {
-  Array mem;    // [kGuard + n + kGuard] on the GPU
+  Array mem;    // [lead + n + kGuard] on the GPU
   Tensor view;  // the n elements in the middle
   DType dtype;
   int64_t n;
+  int64_t lead = kGuard;  // guard elements before the view
 };
 // A device buffer of shape s and dtype dt (bf16, f32 or i32) whose middle holds v (stored as
-// dt), or poison when v is empty.
-DeviceBuf device_buf(DType dt, Shape s, const Vec& v = {});
+// dt), or poison when v is empty. shift > 0 moves the view that many elements further, off the
+// 16-byte alignment that the vectorized kernels take when they can.
+DeviceBuf device_buf(DType dt, Shape s, const Vec& v = {}, int64_t shift = 0);
 DeviceBuf device_tokens(const std::vector<int32_t>& t);
 
 struct Readback {

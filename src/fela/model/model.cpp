@@ -373,16 +373,15 @@ void Model::layer_forward(int64_t i, InferenceState* fill) {
 
   Tensor hm = A.get(li, "h_mid", {R, d});
   residual_branch_forward(i, 0, mix, lw.mix_gate);  // g * dropout(Mixer(...))
-  tensor_copy(hm, h);
-  ops::add_inplace(hm, mix, im);  // h = h + Mixer(RMSNorm(h))
-
   const MlpWeights& m = lw.mlp;
   const bool post_norm = c.hybrid_norm;  // HybridNorm: h = RMSNorm(h + MLP(h))
   Tensor x2 = hm;
-  if (!post_norm) {
+  if (!post_norm) {  // h = h + Mixer(RMSNorm(h)), then x = RMSNorm(h; g_mlp)
     x2 = A.get(li, "xn2", {R, d});
-    ops::rmsnorm_forward(x2, A.get_acc(li, "rstd2", {R}), hm, lw.mlp_norm, c.norm_eps,
-                         im);  // x = RMSNorm(h; g_mlp)
+    ops::add_rmsnorm_forward(hm, x2, A.get_acc(li, "rstd2", {R}), h, mix, lw.mlp_norm, c.norm_eps,
+                             im);
+  } else {
+    ops::add(hm, h, mix, im);  // h = h + Mixer(h)
   }
   Tensor ma = A.get(li, "ma", {R, F}), mb = A.get(li, "mb", {R, F}), mo = A.get(li, "m", {R, F});
   Tensor mlp = A.get(kGlobal, "mlp_out", {R, d});
@@ -393,14 +392,10 @@ void Model::layer_forward(int64_t i, InferenceState* fill) {
   residual_branch_forward(i, 1, mlp, lw.mlp_gate);            // g * dropout(MLP(...))
   Tensor h_next = A.get(li + 1, "h", {R, d});
   if (!post_norm) {
-    tensor_copy(h_next, hm);
-    ops::add_inplace(h_next, mlp, im);  // h = h + MLP(RMSNorm(h))
+    ops::add(h_next, hm, mlp, im);  // h = h + MLP(RMSNorm(h))
   } else {
-    Tensor sum = A.get(li, "mlp_sum", {R, d});
-    tensor_copy(sum, hm);
-    ops::add_inplace(sum, mlp, im);
-    ops::rmsnorm_forward(h_next, A.get_acc(li, "rstd2", {R}), sum, lw.mlp_norm, c.norm_eps,
-                         im);  // h = RMSNorm(h + MLP(h))
+    ops::add_rmsnorm_forward(A.get(li, "mlp_sum", {R, d}), h_next, A.get_acc(li, "rstd2", {R}), hm,
+                             mlp, lw.mlp_norm, c.norm_eps, im);  // h = RMSNorm(h + MLP(h))
   }
 }
 
@@ -473,19 +468,21 @@ double Model::loss(const int32_t* targets, double grad_scale, double* loss_sum, 
       ops::linear_forward(lg, x, head_pad_, Layout::OutIn, impl_);  // logits = x E^T
     else
       head_forward(lg, x);                                     // logits = x W_out
-    ops::cross_entropy_forward(ls, lg, t, impl_, V);  // CE per row
-    if (grad_scale != 0) {
-      ops::cross_entropy_backward(lg, lg, t, grad_scale / double(n), impl_, V);  // dlogits
-      if (padded)
-        ops::linear_backward(dxf.slice(r0, r1), dhead, lg, x, head_pad_, Layout::OutIn,
-                             GradMode::Write, impl_);
-      else if (config_.tie_embeddings)
-        ops::linear_backward(dxf.slice(r0, r1), dw_.embed, lg, x, w_.embed, Layout::OutIn,
-                             GradMode::Write, impl_);
-      else
-        ops::linear_backward(dxf.slice(r0, r1), dw_.lm_head, lg, x, w_.lm_head, Layout::InOut,
-                             GradMode::Write, impl_);
+    if (grad_scale == 0) {
+      ops::cross_entropy_forward(ls, lg, t, impl_, V);  // CE per row
+      continue;
     }
+    // CE per row and dlogits = (softmax - onehot) * scale / n, in place of the logits
+    ops::cross_entropy_forward_backward(ls, lg, lg, t, grad_scale / double(n), impl_, V);
+    if (padded)
+      ops::linear_backward(dxf.slice(r0, r1), dhead, lg, x, head_pad_, Layout::OutIn,
+                           GradMode::Write, impl_);
+    else if (config_.tie_embeddings)
+      ops::linear_backward(dxf.slice(r0, r1), dw_.embed, lg, x, w_.embed, Layout::OutIn,
+                           GradMode::Write, impl_);
+    else
+      ops::linear_backward(dxf.slice(r0, r1), dw_.lm_head, lg, x, w_.lm_head, Layout::InOut,
+                           GradMode::Write, impl_);
   }
   if (padded && grad_scale != 0) ops::add_inplace(dw_.embed, dhead.slice(0, V), impl_);
   // The row losses, summed in row order on the host (one copy from the GPU per call).
@@ -518,7 +515,7 @@ void Model::backward() {
   const int64_t H = c.n_heads, Hkv = c.n_kv_heads, Dh = c.attn_head_dim(), L = c.n_layers;
   const ops::Impl im = impl_;
 
-  Tensor dh = A.get(kGlobal, "dh", {R, d}), dtmp = A.get(kGlobal, "dtmp", {R, d});
+  Tensor dh = A.get(kGlobal, "dh", {R, d});
   Tensor dxn = A.get(kGlobal, "dxn", {R, d});
   ops::rmsnorm_backward(dh, dw_.final_norm, A.get(kGlobal, "dxf", {R, d}),
                         A.get(int(L), "h", {R, d}), w_.final_norm,
@@ -536,9 +533,8 @@ void Model::backward() {
       const MlpWeights &m = lw.mlp, &gm = gw.mlp;
       const bool post_norm = c.hybrid_norm;
       if (post_norm) {  // through the post-norm: dh becomes d(h_mid + branch)
-        ops::rmsnorm_backward(dtmp, gw.mlp_norm, dh, A.get(li, "mlp_sum", {R, d}), lw.mlp_norm,
-                              A.get_acc(li, "rstd2", {R}), im);
-        tensor_copy(dh, dtmp);
+        ops::rmsnorm_backward(dh, gw.mlp_norm, dh, A.get(li, "mlp_sum", {R, d}), lw.mlp_norm,
+                              A.get_acc(li, "rstd2", {R}), im);  // in place
       }
       Tensor hm = A.get(li, "h_mid", {R, d});
       Tensor x2 = post_norm ? hm : A.get(li, "xn2", {R, d});
@@ -553,9 +549,8 @@ void Model::backward() {
       if (post_norm) {
         ops::add_inplace(dh, dxn, im);
       } else {
-        ops::rmsnorm_backward(dtmp, gw.mlp_norm, dxn, hm, lw.mlp_norm, A.get_acc(li, "rstd2", {R}),
-                              im);
-        ops::add_inplace(dh, dtmp, im);
+        ops::rmsnorm_backward(dh, gw.mlp_norm, dxn, hm, lw.mlp_norm, A.get_acc(li, "rstd2", {R}),
+                              im, GradMode::Add);
       }
     }
 
@@ -642,9 +637,8 @@ void Model::backward() {
       ops::linear_backward(dxn, gw.fan.w_l, dfl, xn, lw.fan.w_l, Layout::InOut, GradMode::Add, im);
     }
     if (lw.mix_norm.raw()) {
-      ops::rmsnorm_backward(dtmp, gw.mix_norm, dxn, A.get(li, "h", {R, d}), lw.mix_norm,
-                            A.get_acc(li, "rstd", {R}), im);
-      ops::add_inplace(dh, dtmp, im);
+      ops::rmsnorm_backward(dh, gw.mix_norm, dxn, A.get(li, "h", {R, d}), lw.mix_norm,
+                            A.get_acc(li, "rstd", {R}), im, GradMode::Add);
     } else {
       ops::add_inplace(dh, dxn, im);
     }

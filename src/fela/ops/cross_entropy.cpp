@@ -72,9 +72,10 @@ void cross_entropy_backward(Tensor dlogits, const Tensor& logits, const Tensor& 
   if (dev == Cuda) {
     check_cuda_impl("cross_entropy", impl);
 #ifdef FELA_HAVE_CUDA
-    cuda::cross_entropy_backward(dlogits.data<BFloat16>(), logits.data<BFloat16>(),
-                                 targets.data<int32_t>(), logits.size(0), V, logits.size(1),
-                                 scale);
+    Array loss = Array::empty(DType::F32, {logits.size(0)}, Device::Cuda);
+    cuda::cross_entropy_forward_backward(loss.data<float>(), dlogits.data<BFloat16>(),
+                                         logits.data<BFloat16>(), targets.data<int32_t>(),
+                                         logits.size(0), V, logits.size(1), scale);
 #else
     fail_no_cuda("cross_entropy");
 #endif
@@ -85,6 +86,34 @@ void cross_entropy_backward(Tensor dlogits, const Tensor& logits, const Tensor& 
     f(dlogits.data<T>(), logits.data<T>(), targets.data<int32_t>(), logits.size(0), logits.size(1),
       scale);
   });
+}
+
+void cross_entropy_forward_backward(Tensor loss, Tensor dlogits, const Tensor& logits,
+                                    const Tensor& targets, double scale, Impl impl,
+                                    int64_t classes) {
+  if (logits.device() != Device::Cuda) {  // the CPU has no pass to save: the two ops in turn
+    cross_entropy_forward(loss, logits, targets, impl, classes);
+    return cross_entropy_backward(dlogits, logits, targets, scale, impl, classes);
+  }
+  FELA_CHECK(logits.rank() == 2, "[cross_entropy] logits must be [R, V], got ",
+             logits.shape().str());
+  check_shape(loss, {logits.size(0)}, "cross_entropy", "loss");
+  check_shape(dlogits, logits.shape(), "cross_entropy", "dlogits");
+  using enum DType;
+  using enum Device;
+  check_signature(
+      "cross_entropy",
+      {{"logits", &logits}, {"targets", &targets}, {"loss", &loss}, {"dlogits", &dlogits}},
+      {{Cuda, BF16, I32, F32, BF16}});
+  const int64_t V = check_ce(logits, targets, classes);
+  check_cuda_impl("cross_entropy", impl);
+#ifdef FELA_HAVE_CUDA
+  cuda::cross_entropy_forward_backward(loss.data<float>(), dlogits.data<BFloat16>(),
+                                       logits.data<BFloat16>(), targets.data<int32_t>(),
+                                       logits.size(0), V, logits.size(1), scale);
+#else
+  fail_no_cuda("cross_entropy");
+#endif
 }
 
 }  // namespace fela::ops

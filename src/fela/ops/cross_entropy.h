@@ -18,6 +18,11 @@ void cross_entropy_forward(Tensor loss, const Tensor& logits, const Tensor& targ
                            Impl impl = Impl::Fast, int64_t classes = 0);
 void cross_entropy_backward(Tensor dlogits, const Tensor& logits, const Tensor& targets,
                             double scale, Impl impl = Impl::Fast, int64_t classes = 0);
+// Both at once, as the training head needs them: the loss, then dlogits (which may alias
+// logits). On the GPU one sweep over the logits instead of three.
+void cross_entropy_forward_backward(Tensor loss, Tensor dlogits, const Tensor& logits,
+                                    const Tensor& targets, double scale, Impl impl = Impl::Fast,
+                                    int64_t classes = 0);
 
 namespace ref {
 template <class T>
@@ -33,13 +38,15 @@ template <class T>
 void cross_entropy_backward(T* dlogits, const T* logits, const int32_t* targets, int64_t R,
                             int64_t V, double scale);
 }  // namespace cpu
-// CUDA: one block per row, fp32 math on bf16 logits; no [R, V] fp32 buffer is ever made.
+// CUDA: one block per row, fp32 math on bf16 logits; no [R, V] fp32 buffer is ever made. The
+// backward alone is the fused kernel with its loss written to scratch.
 namespace cuda {
 // V classes in rows of ld >= V elements.
 void cross_entropy_forward(float* loss, const BFloat16* logits, const int32_t* targets, int64_t R,
                            int64_t V, int64_t ld);
-void cross_entropy_backward(BFloat16* dlogits, const BFloat16* logits, const int32_t* targets,
-                            int64_t R, int64_t V, int64_t ld, double scale);
+void cross_entropy_forward_backward(float* loss, BFloat16* dlogits, const BFloat16* logits,
+                                    const int32_t* targets, int64_t R, int64_t V, int64_t ld,
+                                    double scale);
 }  // namespace cuda
 
 }  // namespace fela::ops

@@ -14,8 +14,8 @@
 // chunk of 64 tokens whatever `chunk` says (it changes speed, never the result beyond rounding),
 // take Dk <= 64 and the Dv their shared memory holds (Dv <= 160 with Dk 64, <= 320 with Dk <= 32),
 // and run up to 16 tokens (generation steps) as the plain recurrence in fp32. The chunked form
-// allocates stream-ordered scratch: forward (B H) x (spans + 1) fp32 states [Dk, Dv] with about
-// 4 x SMs / (B H) spans; backward also one fp32 state per 64 tokens per head.
+// allocates stream-ordered scratch: forward (B H) x (spans + 1) fp32 states [Dk, Dv] (spans of
+// chunks, as many as fill the GPU) and one fp32 state per 64 tokens per head; backward twice that.
 #pragma once
 #include "fela/ops/op.h"
 

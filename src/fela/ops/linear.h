@@ -11,7 +11,6 @@
 namespace fela::ops {
 
 enum class Layout { InOut, OutIn };
-enum class GradMode { Write, Add };
 
 void linear_forward(Tensor y, const Tensor& x, const Tensor& w, Layout layout = Layout::InOut,
                     Impl impl = Impl::Fast);

@@ -22,6 +22,10 @@ namespace fela::ops {
 
 enum class Impl { Fast, Ref };
 
+// How an op delivers an activation gradient: written, or added to what the buffer holds (for an
+// input that feeds several branches, e.g. the residual stream).
+enum class GradMode { Write, Add };
+
 // Calls f.template operator()<T>() with T = float or double, as dt says.
 template <class F>
 void dispatch_float(DType dt, const char* op, F&& f) {

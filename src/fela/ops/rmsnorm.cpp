@@ -2,6 +2,8 @@
 // kernels for GPU tensors.
 #include "fela/ops/rmsnorm.h"
 
+#include "fela/ops/add.h"
+
 namespace fela::ops {
 
 void rmsnorm_forward(Tensor y, Tensor rstd, const Tensor& x, const Tensor& g, double eps,
@@ -18,8 +20,8 @@ void rmsnorm_forward(Tensor y, Tensor rstd, const Tensor& x, const Tensor& g, do
   if (dev == Cuda) {
     check_cuda_impl("rmsnorm", impl);
 #ifdef FELA_HAVE_CUDA
-    cuda::rmsnorm_forward(y.data<BFloat16>(), rstd.data<float>(), x.data<BFloat16>(),
-                          g.data<float>(), R, d, eps);
+    cuda::rmsnorm_forward(y.data<BFloat16>(), rstd.data<float>(), nullptr, x.data<BFloat16>(),
+                          nullptr, g.data<float>(), R, d, eps);
 #else
     fail_no_cuda("rmsnorm");
 #endif
@@ -31,8 +33,34 @@ void rmsnorm_forward(Tensor y, Tensor rstd, const Tensor& x, const Tensor& g, do
   });
 }
 
+void add_rmsnorm_forward(Tensor s, Tensor y, Tensor rstd, const Tensor& a, const Tensor& b,
+                         const Tensor& g, double eps, Impl impl) {
+  check_shape(b, a.shape(), "rmsnorm", "b");
+  check_shape(s, a.shape(), "rmsnorm", "s");
+  if (a.device() != Device::Cuda) {  // the CPU's sum and norm, in turn
+    add(s, a, b, impl);
+    return rmsnorm_forward(y, rstd, s, g, eps, impl);
+  }
+  const int64_t d = a.size(-1), R = a.numel() / d;
+  check_shape(g, {d}, "rmsnorm", "g");
+  check_shape(y, a.shape(), "rmsnorm", "y");
+  FELA_CHECK(rstd.numel() == R, "[rmsnorm] rstd has ", rstd.numel(), " values, expected ", R);
+  using enum DType;
+  using enum Device;
+  check_signature("rmsnorm",
+                  {{"a", &a}, {"b", &b}, {"s", &s}, {"y", &y}, {"g", &g}, {"rstd", &rstd}},
+                  {{Cuda, BF16, BF16, BF16, BF16, F32, F32}});
+  check_cuda_impl("rmsnorm", impl);
+#ifdef FELA_HAVE_CUDA
+  cuda::rmsnorm_forward(y.data<BFloat16>(), rstd.data<float>(), s.data<BFloat16>(),
+                        a.data<BFloat16>(), b.data<BFloat16>(), g.data<float>(), R, d, eps);
+#else
+  fail_no_cuda("rmsnorm");
+#endif
+}
+
 void rmsnorm_backward(Tensor dx, Tensor dg, const Tensor& dy, const Tensor& x, const Tensor& g,
-                      const Tensor& rstd, Impl impl) {
+                      const Tensor& rstd, Impl impl, GradMode dx_mode) {
   const int64_t d = x.size(-1), R = x.numel() / d;
   check_shape(g, {d}, "rmsnorm", "g");
   check_shape(dg, {d}, "rmsnorm", "dg");
@@ -50,7 +78,7 @@ void rmsnorm_backward(Tensor dx, Tensor dg, const Tensor& dy, const Tensor& x, c
     check_cuda_impl("rmsnorm", impl);
 #ifdef FELA_HAVE_CUDA
     cuda::rmsnorm_backward(dx.data<BFloat16>(), dg.data<float>(), dy.data<BFloat16>(),
-                           x.data<BFloat16>(), g.data<float>(), rstd.data<float>(), R, d);
+                           x.data<BFloat16>(), g.data<float>(), rstd.data<float>(), R, d, dx_mode);
 #else
     fail_no_cuda("rmsnorm");
 #endif
@@ -58,7 +86,8 @@ void rmsnorm_backward(Tensor dx, Tensor dg, const Tensor& dy, const Tensor& x, c
   }
   dispatch_float(x.dtype(), "rmsnorm", [&]<class T>() {
     auto f = impl == Impl::Ref ? ref::rmsnorm_backward<T> : cpu::rmsnorm_backward<T>;
-    f(dx.data<T>(), dg.data<T>(), dy.data<T>(), x.data<T>(), g.data<T>(), rstd.data<T>(), R, d);
+    f(dx.data<T>(), dg.data<T>(), dy.data<T>(), x.data<T>(), g.data<T>(), rstd.data<T>(), R, d,
+      dx_mode);
   });
 }
 

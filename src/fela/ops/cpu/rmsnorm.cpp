@@ -25,7 +25,8 @@ void rmsnorm_forward(T* y, T* rstd, const T* x, const T* g, int64_t R, int64_t d
 
 template <class T>
 void rmsnorm_backward(T* dx, T* dg, const T* dy, const T* x, const T* g, const T* rstd, int64_t R,
-                      int64_t d) {
+                      int64_t d, GradMode dx_mode) {
+  const bool add = dx_mode == GradMode::Add;
   const int nt = omp_get_max_threads();
   std::vector<T> dg_part(size_t(nt) * d, T(0));
 #pragma omp parallel
@@ -41,7 +42,8 @@ void rmsnorm_backward(T* dx, T* dg, const T* dy, const T* x, const T* g, const T
       const T c = T(s * s * dot / double(d));
       for (int64_t i = 0; i < d; ++i) {
         dgp[i] += dyr[i] * xr[i] * s;
-        dxr[i] = s * (dyr[i] * g[i] - xr[i] * c);  // dx may alias dy: dyr[i] read first
+        const T v = s * (dyr[i] * g[i] - xr[i] * c);  // dx may alias dy: dyr[i] read first
+        dxr[i] = add ? dxr[i] + v : v;
       }
     }
   }

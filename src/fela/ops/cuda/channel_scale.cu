@@ -71,9 +71,7 @@ void channel_scale_backward(BFloat16* dx, float* dg, const BFloat16* dy, const B
   channel_scale_backward_kernel<<<tiles, dim3(32, kTileY), 0, stream()>>>(
       partial.as<float>(), dev(dx), dev(dy), dev(x), g, R, d, chunk);
   CUDA_CHECK_LAUNCH();
-  add_chunk_sums_kernel<<<unsigned((d + 255) / 256), 256, 0, stream()>>>(
-      dg, partial.as<float>(), chunks, d);
-  CUDA_CHECK_LAUNCH();
+  add_chunk_sums(dg, partial.as<float>(), chunks, d);
 }
 
 }  // namespace fela::ops::cuda

@@ -59,7 +59,6 @@ __global__ void decay_gate_backward_kernel(float* partial, __nv_bfloat16* dx, co
   }
 }
 
-
 template <class TA>
 void forward(TA* a, const BFloat16* x, const float* b, int64_t R, int64_t n, double normalizer) {
   const int64_t total = R * n;
@@ -80,9 +79,7 @@ void backward(BFloat16* dx, float* db, const TD* da, const BFloat16* x, const fl
   decay_gate_backward_kernel<<<tiles, dim3(32, kTileY), 0, stream()>>>(
       partial.as<float>(), dev(dx), da, dev(x), b, R, n, chunk, float(normalizer));
   CUDA_CHECK_LAUNCH();
-  add_chunk_sums_kernel<<<unsigned((n + 255) / 256), 256, 0, stream()>>>(
-      db, partial.as<float>(), chunks, n);
-  CUDA_CHECK_LAUNCH();
+  add_chunk_sums(db, partial.as<float>(), chunks, n);
 }
 }  // namespace
 

@@ -419,6 +419,11 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const __nv_bfloat1
                : "r"(a));
 }
 
+// Shared-memory position of element e of a bf16 array read by ldmatrix in rows of 64 elements:
+// the 16-byte chunks of row r are permuted by XOR with r mod 8, so that the 8 rows of a tile,
+// 64 elements apart, fall in 8 different bank groups instead of one (an 8-way conflict).
+__device__ __forceinline__ int swz64(int e) { return e ^ (((e >> 6) & 7) << 3); }
+
 // Tap x of the Hankel rows for channel c: f[c, x - 63] (+ skip at x = 63), zero elsewhere.
 __device__ __forceinline__ float tc_tap(const float* f, const float* skip, int64_t c, int64_t d,
                                         int64_t M, int x) {
@@ -447,42 +452,39 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   const bool rows16 = aligned16 && d % 8 == 0 && c0 + 8 <= d;
 
   // Taps g[x], x <= G, through the window's space as fp32 [8][G + 1] (loads batched in
-  // registers: one memory latency per 8 per thread), then the hi / lo pairs.
+  // registers: one memory latency per 8 channels per thread), then the hi / lo pairs.
   float* taps = reinterpret_cast<float*>(win);
-  for (int i0 = 0; i0 < kTcWarps * (G + 1); i0 += 8 * kTcThreads) {
-    float v[8];
+  for (int x = threadIdx.x; x <= G; x += kTcThreads) {
+    float v[kTcWarps];
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int i = i0 + k * kTcThreads + threadIdx.x;
-      v[k] = i < kTcWarps * (G + 1) ? tc_tap(f, skip, c0 + i / (G + 1), d, M, i % (G + 1)) : 0.f;
-    }
+    for (int ch = 0; ch < kTcWarps; ++ch) v[ch] = tc_tap(f, skip, c0 + ch, d, M, x);
 #pragma unroll
-    for (int k = 0; k < 8; ++k) {
-      const int i = i0 + k * kTcThreads + threadIdx.x;
-      if (i < kTcWarps * (G + 1)) taps[i] = v[k];
-    }
+    for (int ch = 0; ch < kTcWarps; ++ch) taps[ch * (G + 1) + x] = v[ch];
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < kTcWarps * G; i += kTcThreads) {
-    const int ch = i / G, x = i % G;
-    const float v0 = taps[ch * (G + 1) + x], v1 = taps[ch * (G + 1) + x + 1];
-    const __nv_bfloat16 h0 = __float2bfloat16_rn(v0), h1 = __float2bfloat16_rn(v1);
-    pairs[i] = pack_bf16(h0, h1);
-    pairs[kTcWarps * G + i] = pack_bf16(__float2bfloat16_rn(v0 - __bfloat162float(h0)),
-                                        __float2bfloat16_rn(v1 - __bfloat162float(h1)));
-  }
+  for (int x = threadIdx.x; x < G; x += kTcThreads)
+#pragma unroll
+    for (int ch = 0; ch < kTcWarps; ++ch) {
+      const float v0 = taps[ch * (G + 1) + x], v1 = taps[ch * (G + 1) + x + 1];
+      const __nv_bfloat16 h0 = __float2bfloat16_rn(v0), h1 = __float2bfloat16_rn(v1);
+      pairs[ch * G + x] = pack_bf16(h0, h1);
+      pairs[(kTcWarps + ch) * G + x] = pack_bf16(__float2bfloat16_rn(v0 - __bfloat162float(h0)),
+                                                 __float2bfloat16_rn(v1 - __bfloat162float(h1)));
+    }
   const int grow = lane / 4, gcol = lane % 4;  // the mma fragments' row and column groups
   // This lane's ldmatrix row: tile mi = lane / 8 covers column 8 (mi / 2) + lane % 8 and
   // depth half mi % 2; at k-step s it starts at window element W - K - 64 n + 16 s + 8 half.
   const int mi = lane / 8, col = 8 * (mi / 2) + lane % 8;
-  const __nv_bfloat16* brow = win + warp * W + (kTcPass - 64) - 64 * col + 8 * (mi % 2);
+  // Window elements are stored at swz64 positions within the warp's channel row.
+  const __nv_bfloat16* wrow = win + warp * W;
+  const int brow = (kTcPass - 64) - 64 * col + 8 * (mi % 2);
   const uint32_t* ph = pairs + warp * G + grow + 2 * gcol;  // P(x) = ph[x - grow - 2 gcol]
   const uint32_t* pl = ph + kTcWarps * G;
 
   for (int64_t Tp = T0; Tp < T1; Tp += kTcPass) {
     __syncthreads();  // pairs written and taps read; the previous pass's window reads are done
-    // Window, reversed: win[ch][m] = in(token E - m) with E = Tp + kTcPass - 1, zero outside
-    // [0, N). Loads to registers first, then to shared memory.
+    // Window, reversed: win[ch][swz64(m)] = in(token E - m) with E = Tp + kTcPass - 1, zero
+    // outside [0, N). Loads to registers first, then to shared memory.
     const int64_t E = Tp + kTcPass - 1;
     if (rows16) {
       for (int m0 = 0; m0 < W; m0 += 4 * kTcThreads) {
@@ -502,15 +504,16 @@ __global__ void __launch_bounds__(kTcThreads, 2)
           if (m >= W) continue;
           const __nv_bfloat16* e = reinterpret_cast<const __nv_bfloat16*>(&v[k]);
 #pragma unroll
-          for (int ch = 0; ch < kTcWarps; ++ch) win[ch * W + m] = e[ch];
+          for (int ch = 0; ch < kTcWarps; ++ch) win[ch * W + swz64(m)] = e[ch];
         }
       }
     } else {
       for (int i = threadIdx.x; i < kTcWarps * W; i += kTcThreads) {
         const int ch = i / W, m = i % W;
         const int64_t tok = E - m, c = c0 + ch;
-        win[i] = tok >= 0 && tok < N && c < d ? in[(b * N + phys_token(tok, N, Reverse)) * d + c]
-                                              : __float2bfloat16_rn(0.f);
+        win[ch * W + swz64(m)] = tok >= 0 && tok < N && c < d
+                                     ? in[(b * N + phys_token(tok, N, Reverse)) * d + c]
+                                     : __float2bfloat16_rn(0.f);
       }
     }
     __syncthreads();
@@ -534,7 +537,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
         hi[2 * ss + 7] = ph[8 * (2 * s + 7)], lo[2 * ss + 7] = pl[8 * (2 * s + 7)];
         hi[2 * ss + 8] = ph[8 * (2 * s + 8)], lo[2 * ss + 8] = pl[8 * (2 * s + 8)];
         uint32_t bf[4];
-        ldmatrix_x4(bf, brow + 16 * s);
+        ldmatrix_x4(bf, wrow + swz64(brow + 16 * s));
 #pragma unroll
         for (int mt = 0; mt < 4; ++mt) {
           const int q = 2 * (ss + mt);
@@ -632,27 +635,54 @@ constexpr int kDfRound = kTcWarps * kDfTiles;  // column tiles per round of the 
 int64_t df_row(int64_t N) { return (N + kTcPass - 1) / kTcPass * kTcPass; }
 
 // DT[b, c, t] = dy[b, t, c] for t < Np (zero from N on); UR[b, c, m] = u[b, Np - 1 - m, c] for
-// m < Np + K (zero outside [0, N)). One 32 x 32 tile through shared memory per block, for both
-// arrays (blockIdx.z < B: DT, else UR). Grid: (ceil((Np + K) / 32), ceil(d / 32), 2 B).
-__global__ void df_transpose_kernel(__nv_bfloat16* DT, __nv_bfloat16* UR, const __nv_bfloat16* dy,
-                                    const __nv_bfloat16* u, int64_t B, int64_t N, int64_t d,
-                                    int64_t Np, int64_t K) {
-  __shared__ __nv_bfloat16 tile[32][34];
+// m < Np + K (zero outside [0, N)); both lengths are multiples of 8. A thread moves an 8 x 8
+// tile (8 positions of 8 channels) with 16-byte loads and stores, transposed in registers; the
+// 4 lanes of a position group take 4 channel groups, so a warp reads 8 rows of 64 contiguous
+// bytes and writes 4 rows of 128. Channel groups cut by d or unaligned arrays load per element.
+// Grid: (ceil((Np + K) / 512), ceil(d / 32), 2 B) of 256 threads (blockIdx.z < B: DT, else UR).
+__global__ void __launch_bounds__(256)
+    df_transpose_kernel(__nv_bfloat16* DT, __nv_bfloat16* UR, const __nv_bfloat16* dy,
+                        const __nv_bfloat16* u, int64_t B, int64_t N, int64_t d, int64_t Np,
+                        int64_t K, bool aligned16) {
   const bool rev = blockIdx.z >= B;
   const int64_t b = rev ? blockIdx.z - B : blockIdx.z, len = rev ? Np + K : Np;
-  const int64_t i0 = blockIdx.x * int64_t(32), c0 = blockIdx.y * int64_t(32);
-  if (i0 >= len) return;
-  const __nv_bfloat16* src = rev ? u : dy;
-  for (int k = threadIdx.y; k < 32; k += 8) {  // k: position, threadIdx.x: channel
-    const int64_t i = i0 + k, t = rev ? Np - 1 - i : i, c = c0 + threadIdx.x;
-    tile[k][threadIdx.x] =
-        t >= 0 && t < N && c < d ? src[(b * N + t) * d + c] : __float2bfloat16_rn(0.f);
+  const int64_t m0 = (blockIdx.x * int64_t(64) + threadIdx.x / 4) * 8;
+  const int64_t c0 = (blockIdx.y * int64_t(4) + threadIdx.x % 4) * 8;
+  if (m0 >= len || c0 >= d) return;
+  const __nv_bfloat16* src = (rev ? u : dy) + b * N * d;
+  const bool vec = aligned16 && d % 8 == 0;  // then c0 + 8 <= d too
+  uint32_t w[8][4];                          // w[r]: position m0 + r, channels c0 .. c0 + 7
+#pragma unroll
+  for (int r = 0; r < 8; ++r) {
+    const int64_t t = rev ? Np - 1 - (m0 + r) : m0 + r;
+    const bool in = t >= 0 && t < N;
+    if (vec) {
+      const uint4 v =
+          in ? *reinterpret_cast<const uint4*>(src + t * d + c0) : make_uint4(0, 0, 0, 0);
+      w[r][0] = v.x, w[r][1] = v.y, w[r][2] = v.z, w[r][3] = v.w;
+    } else {
+#pragma unroll
+      for (int k = 0; k < 4; ++k) {
+        const __nv_bfloat16 z = __float2bfloat16_rn(0.f);
+        const int64_t c = c0 + 2 * k;
+        w[r][k] =
+            pack_bf16(in && c < d ? src[t * d + c] : z, in && c + 1 < d ? src[t * d + c + 1] : z);
+      }
+    }
   }
-  __syncthreads();
-  __nv_bfloat16* dst = rev ? UR : DT;
-  for (int k = threadIdx.y; k < 32; k += 8) {  // k: channel, threadIdx.x: position
-    const int64_t c = c0 + k, i = i0 + threadIdx.x;
-    if (c < d && i < len) dst[(b * d + c) * len + i] = tile[threadIdx.x][k];
+  // Channel c0 + c, positions 2k and 2k + 1: the low (c even) or high halves of w[2k][c / 2]
+  // and w[2k + 1][c / 2].
+  __nv_bfloat16* dst = (rev ? UR : DT) + (b * d + c0) * len + m0;
+#pragma unroll
+  for (int c = 0; c < 8; ++c) {
+    if (c0 + c >= d) break;
+    const uint32_t sel = c % 2 ? 0x7632 : 0x5410;
+    uint4 v;
+    v.x = __byte_perm(w[0][c / 2], w[1][c / 2], sel);
+    v.y = __byte_perm(w[2][c / 2], w[3][c / 2], sel);
+    v.z = __byte_perm(w[4][c / 2], w[5][c / 2], sel);
+    v.w = __byte_perm(w[6][c / 2], w[7][c / 2], sel);
+    *reinterpret_cast<uint4*>(dst + c * len) = v;
   }
 }
 
@@ -680,24 +710,29 @@ __device__ __forceinline__ void ldmatrix_x2_trans(uint32_t (&r)[2], const __nv_b
                : "r"(a));
 }
 
+// Row stride of the antidiagonal scratch: 128 sums per row, padded against bank conflicts.
+constexpr int kDfScStride = 132;
+
 // Shared bytes of the df kernel: the stage ring, each stage dy [kTcPass] then u [kTcPass + K
-// - 64] bf16; the antidiagonal scratch [8 warps][16][2][32] fp32; the block's df [M] fp32.
+// - 64] bf16; the antidiagonal scratch [8 warps][8][kDfScStride] fp32; the block's df [M] fp32.
 size_t df_smem(int64_t M) {
   const int64_t K = tc_depth(M);
-  return size_t(kDfStages * (2 * kTcPass + K - 64)) * 2 + size_t(kTcWarps * 16 * 2 * 32) * 4 +
+  return size_t(kDfStages * (2 * kTcPass + K - 64)) * 2 + size_t(kTcWarps * 8 * kDfScStride) * 4 +
          size_t(M) * 4;
 }
 
-// partial[z, j, c] = the block's sum over its passes [z span, (z+1) span) of the B * Np / 1024
-// (sequence, pass) pairs of channel c. Grid: (Z, d). Dynamic shared memory: df_smem(M).
+// The block's sum over its passes [z span, (z+1) span) of the B * Np / 1024 (sequence, pass)
+// pairs of channel c: added to df[c, :] and dskip[c] when it is the channel's only block
+// (direct), else stored in partial[z, c, :]. Grid: (Z, d). Dynamic shared memory: df_smem(M).
 __global__ void __launch_bounds__(kTcThreads, 1)
-    fir_toeplitz_df_kernel(float* partial, const __nv_bfloat16* DT, const __nv_bfloat16* UR,
-                           int64_t d, int64_t M, int64_t Np, int64_t npass, int64_t span) {
+    fir_toeplitz_df_kernel(float* df, float* dskip, float* partial, bool direct,
+                           const __nv_bfloat16* DT, const __nv_bfloat16* UR, int64_t d, int64_t M,
+                           int64_t Np, int64_t npass, int64_t span) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int K = int(tc_depth(M)), W = kTcPass + K - 64, SS = kTcPass + W;  // stage elements
   __nv_bfloat16* ring = reinterpret_cast<__nv_bfloat16*>(smem);
-  float* scratch = reinterpret_cast<float*>(smem + size_t(kDfStages * SS) * 2);  // [8][16][2][32]
-  float* dfs = scratch + kTcWarps * 16 * 2 * 32;                                 // [M]
+  float* scratch = reinterpret_cast<float*>(smem + size_t(kDfStages * SS) * 2);  // [8][8][132]
+  float* dfs = scratch + kTcWarps * 8 * kDfScStride;                             // [M]
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t c = blockIdx.y, z = blockIdx.x;
   const int64_t p0 = z * span, p1 = min(npass, p0 + span), passes_per_seq = Np / kTcPass;
@@ -711,7 +746,7 @@ __global__ void __launch_bounds__(kTcThreads, 1)
     const __nv_bfloat16* gu = UR + (b * d + c) * (Np + K) + (Np - kTcPass - Tp);
     __nv_bfloat16* st = ring + slot * SS;
     for (int q = threadIdx.x; q < SS / 8; q += kTcThreads)
-      cp_async16(st + 8 * q, q < kTcPass / 8 ? gd + 8 * q : gu + 8 * (q - kTcPass / 8));
+      cp_async16(st + swz64(8 * q), q < kTcPass / 8 ? gd + 8 * q : gu + 8 * (q - kTcPass / 8));
   };
 
   const int ntiles = K / 8;
@@ -736,16 +771,16 @@ __global__ void __launch_bounds__(kTcThreads, 1)
       const int64_t next = p + kDfStages - 1;
       if (next < p1) issue(next, int((next - p0) % kDfStages));
       cp_async_commit();
-      const __nv_bfloat16* dyw = ring + int((p - p0) % kDfStages) * SS;
-      const __nv_bfloat16* uw = dyw + kTcPass;
+      // Stage elements (swizzled by swz64): dy from 0, the u window from kTcPass.
+      const __nv_bfloat16* st = ring + int((p - p0) % kDfStages) * SS;
       // A (rows p, depth = columns n): dy[64n + p], 4 row tiles; lane's row of tile l / 8.
       const int tl = lane / 8, rl = lane % 8;
       uint32_t a[4][4];
 #pragma unroll
       for (int mt = 0; mt < 4; ++mt)
-        ldmatrix_x4_trans(a[mt], dyw + 64 * (rl + 8 * (tl / 2)) + 16 * mt + 8 * (tl % 2));
-      // B (depth = columns n, cols k): u[64n + 63 - k] = uw[960 - 64n + k].
-      const __nv_bfloat16* brow = uw + (kTcPass - 64) - 64 * (rl + 8 * (tl % 2)) + 8 * (tl / 2);
+        ldmatrix_x4_trans(a[mt], st + swz64(64 * (rl + 8 * (tl / 2)) + 16 * mt + 8 * (tl % 2)));
+      // B (depth = columns n, cols k): u[64n + 63 - k] = window element 960 - 64n + k.
+      const int brow = 2 * kTcPass - 64 - 64 * (rl + 8 * (tl % 2)) + 8 * (tl / 2);
       // Column tiles in pairs (ldmatrix.x4), a single one by ldmatrix.x2 at the end or where
       // the round runs out of tiles (those conditions are the same for the whole warp).
 #pragma unroll
@@ -753,7 +788,7 @@ __global__ void __launch_bounds__(kTcThreads, 1)
         if (t0 + nt >= ntiles) break;
         if (t0 + nt + 1 < ntiles) {
           uint32_t b[4];
-          ldmatrix_x4_trans(b, brow + 8 * (t0 + nt));
+          ldmatrix_x4_trans(b, st + swz64(brow + 8 * (t0 + nt)));
 #pragma unroll
           for (int mt = 0; mt < 4; ++mt) {
             mma_bf16(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[0], b[1]);
@@ -761,7 +796,7 @@ __global__ void __launch_bounds__(kTcThreads, 1)
           }
         } else {
           uint32_t b[2];
-          ldmatrix_x2_trans(b, brow + 8 * (t0 + nt));
+          ldmatrix_x2_trans(b, st + swz64(brow + 8 * (t0 + nt)));
 #pragma unroll
           for (int mt = 0; mt < 4; ++mt)
             mma_bf16(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[0], b[1]);
@@ -769,7 +804,7 @@ __global__ void __launch_bounds__(kTcThreads, 1)
       }
       if (t0 + kDfTiles - 1 < ntiles) {
         uint32_t b[2];
-        ldmatrix_x2_trans(b, brow + 8 * (t0 + kDfTiles - 1));
+        ldmatrix_x2_trans(b, st + swz64(brow + 8 * (t0 + kDfTiles - 1)));
 #pragma unroll
         for (int mt = 0; mt < 4; ++mt)
           mma_bf16(acc[mt][kDfTiles - 1], a[mt][0], a[mt][1], a[mt][2], a[mt][3], b[0], b[1]);
@@ -777,10 +812,12 @@ __global__ void __launch_bounds__(kTcThreads, 1)
     }
     cp_async_wait<0>();
     // Antidiagonals. Accumulator e of (mt, nt) is C[p][k] with p = 16 mt + grow + 8 (e / 2),
-    // k = 8 (t0 + nt) + 2 gcol + e % 2, so j = 8 t0 - 63 + 8 q + o + v with q = 2 mt + nt + e / 2,
-    // o = e % 2, v = grow + 2 gcol. Sum over (mt, nt, e / 2) per (q, o) in registers, then over
-    // the lanes per s = 8 q + o + v through shared memory, all in a fixed order.
-    float* sc = scratch + warp * 16 * 2 * 32;  // [q][o][lane]
+    // k = 8 (t0 + nt) + 2 gcol + e % 2, so j = 8 t0 - 63 + s, s = w + grow, with
+    // w = 8 q + o + 2 gcol, q = 2 mt + nt + e / 2, o = e % 2. Sum over (mt, nt, e / 2) per (q, o)
+    // in registers; the 4 lanes of a row group then hold each w < 128 once, so through shared
+    // memory s sums the 8 rows' w = s - grow: fixed order, no search over the lanes.
+    const int grow = lane / 4, gcol = lane % 4;
+    float* sc = scratch + warp * 8 * kDfScStride;  // [grow][w]
 #pragma unroll
     for (int q = 0; q < 16; ++q)
 #pragma unroll
@@ -793,7 +830,7 @@ __global__ void __launch_bounds__(kTcThreads, 1)
             const int nt = q - 2 * mt - h;
             if (nt >= 0 && nt < kDfTiles) sum += acc[mt][nt][2 * h + o];
           }
-        sc[(q * 2 + o) * 32 + lane] = sum;
+        sc[grow * kDfScStride + 8 * q + o + 2 * gcol] = sum;
       }
     __syncwarp();
     float out[5];
@@ -801,15 +838,9 @@ __global__ void __launch_bounds__(kTcThreads, 1)
     for (int i = 0; i < 5; ++i) {
       const int s = lane + 32 * i;
       float sum = 0.f;
-      for (int q = 0; q < 16; ++q)
-        for (int o = 0; o < 2; ++o) {
-          const int v = s - 8 * q - o;
-          if (v < 0 || v > 13) continue;
-          for (int g = 0; g < 4; ++g) {
-            const int r = v - 2 * g;
-            if (r >= 0 && r < 8) sum += sc[(q * 2 + o) * 32 + 4 * r + g];
-          }
-        }
+#pragma unroll
+      for (int g = 0; g < 8; ++g)
+        if (s - g >= 0 && s - g < 128) sum += sc[g * kDfScStride + s - g];
       out[i] = sum;
     }
     // Warps add their lags into the block's df in warp order (their ranges overlap).
@@ -823,7 +854,23 @@ __global__ void __launch_bounds__(kTcThreads, 1)
       __syncthreads();
     }
   }
-  for (int j = threadIdx.x; j < M; j += kTcThreads) partial[(z * M + j) * d + c] = dfs[j];
+  if (direct) {  // the only block of its channel
+    for (int j = threadIdx.x; j < M; j += kTcThreads) df[c * M + j] += dfs[j];
+    if (threadIdx.x == 0) dskip[c] += dfs[0];
+  } else {
+    for (int j = threadIdx.x; j < M; j += kTcThreads) partial[(z * d + c) * M + j] = dfs[j];
+  }
+}
+
+// df[c, j] += sum_z partial[z, c, j] and dskip[c] += sum_z partial[z, c, 0], z in order.
+__global__ void df_reduce_rows_kernel(float* df, float* dskip, const float* partial, int64_t nz,
+                                      int64_t d, int64_t M) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;  // i = c M + j
+  if (i >= M * d) return;
+  float s = 0.f;
+  for (int64_t z = 0; z < nz; ++z) s += partial[z * M * d + i];
+  df[i] += s;
+  if (i % M == 0) dskip[i / M] += s;
 }
 
 // The df kernel's split of a channel's npass passes: nz blocks of span passes. One block per
@@ -844,21 +891,27 @@ void toeplitz_filter_grad(float* df, float* dskip, const __nv_bfloat16* dy, cons
   FELA_CHECK(d < 65536 && 2 * B < 65536, "[fno_conv] B = ", B, ", d = ", d,
              " exceed the CUDA grid");
   Scratch DT(size_t(B * d * Np) * 2), UR(size_t(B * d * (Np + K)) * 2);
-  const dim3 tgrid(blocks_for(Np + K, 32), blocks_for(d, 32), unsigned(2 * B));
-  df_transpose_kernel<<<tgrid, dim3(32, 8), 0, stream()>>>(
-      DT.as<__nv_bfloat16>(), UR.as<__nv_bfloat16>(), dy, u, B, N, d, Np, K);
+  const dim3 tgrid(blocks_for(Np + K, 512), blocks_for(d, 32), unsigned(2 * B));
+  const bool aligned16 =
+      reinterpret_cast<uintptr_t>(dy) % 16 == 0 && reinterpret_cast<uintptr_t>(u) % 16 == 0;
+  df_transpose_kernel<<<tgrid, 256, 0, stream()>>>(DT.as<__nv_bfloat16>(), UR.as<__nv_bfloat16>(),
+                                                   dy, u, B, N, d, Np, K, aligned16);
   CUDA_CHECK_LAUNCH();
   const auto [nz, span] = df_split(npass, d);
-  Scratch partial(size_t(nz * M * d) * sizeof(float));  // [nz, M, d]
+  const bool direct = nz == 1;
+  Scratch partial(direct ? 256 : size_t(nz * M * d) * sizeof(float));  // [nz, d, M]
   const size_t smem = df_smem(M);
   static const bool raised = raise_smem_limit(fir_toeplitz_df_kernel);
   (void)raised;
   fir_toeplitz_df_kernel<<<dim3(unsigned(nz), unsigned(d)), kTcThreads, smem, stream()>>>(
-      partial.as<float>(), DT.as<__nv_bfloat16>(), UR.as<__nv_bfloat16>(), d, M, Np, npass, span);
+      df, dskip, partial.as<float>(), direct, DT.as<__nv_bfloat16>(), UR.as<__nv_bfloat16>(), d, M,
+      Np, npass, span);
   CUDA_CHECK_LAUNCH();
-  df_reduce_kernel<<<blocks_for(M * d, 256), 256, 0, stream()>>>(df, dskip, partial.as<float>(), nz,
-                                                                 d, M);
-  CUDA_CHECK_LAUNCH();
+  if (!direct) {
+    df_reduce_rows_kernel<<<blocks_for(M * d, 256), 256, 0, stream()>>>(
+        df, dskip, partial.as<float>(), nz, d, M);
+    CUDA_CHECK_LAUNCH();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1017,9 +1070,7 @@ void skip_grad(float* dskip, const __nv_bfloat16* dy, const __nv_bfloat16* u, in
   column_dot_partial_kernel<<<grid, dim3(32, 8), 0, stream()>>>(partial.as<float>(), dy, u, R, d,
                                                                 chunk);
   CUDA_CHECK_LAUNCH();
-  add_chunk_sums_kernel<<<unsigned((d + 255) / 256), 256, 0, stream()>>>(dskip, partial.as<float>(),
-                                                                         chunks, d);
-  CUDA_CHECK_LAUNCH();
+  add_chunk_sums(dskip, partial.as<float>(), chunks, d);
 }
 
 // Spectra of the zero-padded taps scaled by 1/L: F [d, H] complex in rows of ld = 2H floats.

@@ -2,15 +2,19 @@
 // products on tensor cores (mma.sync m16n8k16, bf16 operands, fp32 accumulation).
 //
 // Work. Tokens come in chunks of kC = 64 (the kernels' own tiling: the op's `chunk` changes
-// nothing here), chunks in spans of consecutive chunks; one CTA per (b h, span), whose warps own
-// the 16-token blocks of each chunk: gla_grads_kernel has 4 warps (warp w, block w), the other
-// chunk kernels 8 (warps w and w + 4, block w). Forward:
-//   gla_state_kernel   each span's final state from a zero state, and its total decay;
+// nothing here), chunks in spans of consecutive chunks. The recurrences over states run one CTA
+// per (b h, span), chunk after chunk; the outputs and gradients, which need only the states at
+// their chunk's ends, run one CTA per (b h, chunk), all in parallel. The warps of a CTA own the
+// 16-token blocks of a chunk: each has 8 warps, warps w and w + 4 on block w. Forward:
+//   gla_state_kernel   each span's final state from a zero state, and its total decay; also
+//                      the state entering each chunk relative to its span (Lc), and the decay
+//                      from the span's start to each chunk (Dc);
 //   gla_scan_kernel    the state entering every span, from state_in; the final state;
-//   gla_output_kernel  each span again from its entering state: o, chunk by chunk.
-// Backward (zero initial state): the same two passes, also keeping each chunk's entering state
-// relative to its span (Lc, Dc); gla_dstate_kernel, each span's dL/dS from its own outputs;
-// gla_dscan_kernel, dL/dS at every span's end; gla_grads_kernel, each span backwards.
+//   gla_output_kernel  o of one chunk from its entering state Dc ⊙ (span's entering state) + Lc.
+// Backward (zero initial state): the same two passes; gla_dstate_kernel, each span's dL/dS from
+// its own outputs, keeping dL/dS at each chunk's end relative to the span's end (Ldc) and the
+// decay from there to the span's end (Ddc); gla_dscan_kernel, dL/dS at every span's end;
+// gla_grads_kernel, dq, dk, dv, da of one chunk.
 // Up to kMaxStep tokens (a generation step) run the recurrence itself in fp32 (gla_step_kernel).
 //
 // Decay. b_t is the log decay summed from the chunk start (in double while it is formed); block J
@@ -42,11 +46,11 @@ namespace {
 
 constexpr int kC = 64;                      // tokens per chunk
 constexpr int kBlocks = 4;                  // 16-token blocks per chunk
-constexpr int kGradThreads = 32 * kBlocks;  // gla_grads_kernel: one warp per block
-constexpr int kWideThreads = 64 * kBlocks;  // the other chunk kernels: two warps per block
+constexpr int kWideThreads = 64 * kBlocks;  // chunk kernels: two warps per 16-token block
 constexpr int kMaxStep = 16;                // token counts the step kernel takes
 constexpr double kDiagSpan = 40.0;          // largest block decay span for the factored diagonal
 constexpr int kMul = 25;                    // multipliers per channel: P[16], E[4], F[4], GL
+constexpr int kScanBatch = 8;               // spans whose loads the scan kernels issue together
 
 using bf16 = __nv_bfloat16;
 
@@ -61,11 +65,13 @@ struct Params {
   float* da;
   const float* state_in;  // [B, H, Dk, Dv] or null
   float* state_out;       // [B, H, Dk, Dv] or null (may be state_in)
-  float* U;   // [BH, nsp + 1, DKP, DVP]: span states from zero, then entering states (+ final)
-  float* G;   // [BH, nsp, DKP]: decay over each span
-  float* Lc;  // [BH, nc, DKP, DVP]: state entering each chunk from a zero state at its span start
-  float* Dc;  // [BH, nc, DKP]: decay from the span start to each chunk
-  float* dU;  // [BH, nsp, DKP, DVP]: span dL/dS from its own outputs, then dL/dS at span ends
+  float* U;    // [BH, nsp + 1, DKP, DVP]: span states from zero, then entering states (+ final)
+  float* G;    // [BH, nsp, DKP]: decay over each span
+  float* Lc;   // [BH, nc, DKP, DVP]: state entering each chunk from a zero state at its span start
+  float* Dc;   // [BH, nc, DKP]: decay from the span start to each chunk
+  float* dU;   // [BH, nsp, DKP, DVP]: span dL/dS from its own outputs, then dL/dS at span ends
+  float* Ldc;  // [BH, nc, DKP, DVP]: dL/dS at each chunk's end from zero at its span's end
+  float* Ddc;  // [BH, nc, DKP]: decay from each chunk's end to its span's end
   int64_t B, N, H, BH;
   int Dk, Dv, DKP, DVP;
   int nc, cps, nsp;  // chunks, chunks per span, spans
@@ -121,7 +127,7 @@ __host__ __device__ inline Smem smem_layout(int dkp, int dvp, Kind kind) {
   m.dhs = carve(at, dkp * m.sh * 4, ds || gr);
   m.mul = carve(at, kMul * dkp * 4, true);
   m.cd = carve(at, 12 * dkp * 8, true);
-  m.ld = carve(at, dkp * 8, true);
+  m.ld = carve(at, dkp * 8, st || ds);
   m.flags = carve(at, 4 * 4, true);
   m.tot = carve(at, 4 * dkp * 4, gr);
   m.acc = carve(at, dkp * 4, gr);
@@ -569,15 +575,18 @@ __device__ __forceinline__ float suffix8(float v) {
   return v;
 }
 
-// Warp w takes row block w (dq: dA_wK = dO_w V_K^T) and column block w (dk, dv: dA^T_Jw and
-// A^T_Jw for J >= w), which balances the triangle. HS is the state entering the chunk, DHS the
+// Warp w < 4 takes row block w (dq: dA_wK = dO_w V_K^T) and column block w (dk: dA^T_Jw for
+// J >= w), which balances the triangle, and da; warp w + 4 takes dv of column block w (the scores
+// A^T_Jw for J >= w). HS is the state entering the chunk, DHS the
 // gradient with respect to the state leaving it, ACC[i] = sum_j S'[i,j] dS'[i,j] (the tokens after
 // the chunk). Ends after its da stores; contains one barrier.
 template <int DKP>
 __device__ void chunk_grads(const Smem& m, char* sm, const Params& p, int64_t bh, int t0, int rows,
                             bool seq_start) {
   constexpr int KS = DKP / 16, NT = DKP / 8;
-  const int w = threadIdx.x / 32, sq = m.sq, sv = m.sv, sh = m.sh, VS = p.DVP / 16;
+  const int warp = threadIdx.x / 32, w = warp % kBlocks, sq = m.sq, sv = m.sv, sh = m.sh,
+            VS = p.DVP / 16;
+  const bool dv_warp = warp >= kBlocks;
   const float* QB = at<float>(sm, m.qb);
   const float* KE = at<float>(sm, m.ke);
   const float* BETA = at<float>(sm, m.beta);
@@ -598,108 +607,168 @@ __device__ void chunk_grads(const Smem& m, char* sm, const Params& p, int64_t bh
   const int64_t kbase = koff(p, bh, t0), vbase = voff(p, bh, t0);
   const float scale = p.scale;
 
-  // dA_wK[t, s] = dO_t . v_s (exact bf16 products)
-  float dA[4][2][4] = {};
-  for (int ks = 0; ks < VS; ++ks) {
-    uint32_t fa[4];
-    frag_a_exact(fa, [&](int r, int k) { return bf(DO[(16 * w + r) * sv + 16 * ks + k]); });
-#pragma unroll
-    for (int K = 0; K < 4; ++K) {
-      if (K > w) continue;
-#pragma unroll
-      for (int nt = 0; nt < 2; ++nt) {
-        uint32_t fb[2];
-        frag_b_exact(fb,
-                     [&](int k, int n) { return bf(V[(16 * K + 8 * nt + n) * sv + 16 * ks + k]); });
-        mma(dA[K][nt], fa, fb[0], fb[1]);
-      }
-    }
-  }
-#pragma unroll
-  for (int K = 0; K < 4; ++K) {
-    if (K != w) continue;
-#pragma unroll
-    for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        if (c_col(nt, e) > c_row(e)) dA[K][nt][e] = 0.f;
-        DAT[c_row(e) * 17 + c_col(nt, e)] = dA[K][nt][e];
-      }
-  }
-  __syncwarp();
-
-  // dq_t = scale exp(BETA_t) (sum_K dA_wK (KE_K ⊙ P_wK) + dO_t (S ⊙ E_w)^T)
-  float x[NT][4];  // q dq - k dk, then da
-  {
-    float dq[NT][4] = {};
-#pragma unroll
-    for (int K = 0; K < 4; ++K) {
-      if (K > w || (K == w && fallback)) continue;
-      const FragA fa = frag_from_acc(dA[K][0], dA[K][1], 1.f);
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        const FragB fb = frag_b([&](int k, int n) {
-          const int i = 8 * nt + n;
-          return KE[(16 * K + k) * sq + i] * P[(w * 4 + K) * DKP + i];
-        });
-        mma3(dq[nt], fa, fb);
-      }
-    }
+  float x[NT][4] = {};  // q dq - k dk, then da
+  if (!dv_warp) {
+    // dA_wK[t, s] = dO_t . v_s (exact bf16 products)
+    float dA[4][2][4] = {};
     for (int ks = 0; ks < VS; ++ks) {
       uint32_t fa[4];
       frag_a_exact(fa, [&](int r, int k) { return bf(DO[(16 * w + r) * sv + 16 * ks + k]); });
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        const FragB fb = frag_b([&](int k, int n) {
-          const int i = 8 * nt + n;
-          return HS[i * sh + 16 * ks + k] * E[w * DKP + i];
-        });
-        mma_be(dq[nt], fa, fb);
-      }
-    }
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int row = c_row(e), t = 16 * w + row, i = c_col(nt, e);
-        float g = scale * expf(BETA[t * sq + i]) * dq[nt][e];
-        if (fallback) {  // the diagonal block, channel by channel
-          float s = 0.f;
-          for (int u = 0; u <= row; ++u) {
-            const int su = 16 * w + u;
-            s += DAT[row * 17 + u] * bf(KR[su * sq + i]) *
-                 expf(BETA[t * sq + i] - BETA[su * sq + i]);
-          }
-          g += scale * s;
-        }
-        if (t < rows && i < p.Dk) p.dq[kbase + t * ldk + i] = __float2bfloat16_rn(g);
-        x[nt][e] = bf(QR[t * sq + i]) * g;
-      }
-  }
-
-  // dk_s = exp(d_w - b_s) (sum_{J>=w} dA^T_Jw (QB_J ⊙ P_Jw scale) + v_s (dS ⊙ F_w)^T), and the
-  // scores A^T_Jw for dv.
-  FragA at_[4];
-  {
-    float dk[NT][4] = {};
-#pragma unroll
-    for (int J = 0; J < 4; ++J) {
-      if (J < w) continue;
-      const bool diag_fb = J == w && fallback;
-      float d[2][4] = {};  // dA^T_Jw[s, t] = v_s . dO_t
-      for (int ks = 0; ks < VS; ++ks) {
-        uint32_t fa[4];
-        frag_a_exact(fa, [&](int r, int k) { return bf(V[(16 * w + r) * sv + 16 * ks + k]); });
+      for (int K = 0; K < 4; ++K) {
+        if (K > w) continue;
 #pragma unroll
         for (int nt = 0; nt < 2; ++nt) {
           uint32_t fb[2];
           frag_b_exact(
-              fb, [&](int k, int n) { return bf(DO[(16 * J + 8 * nt + n) * sv + 16 * ks + k]); });
-          mma(d[nt], fa, fb[0], fb[1]);
+              fb, [&](int k, int n) { return bf(V[(16 * K + 8 * nt + n) * sv + 16 * ks + k]); });
+          mma(dA[K][nt], fa, fb[0], fb[1]);
         }
       }
-      float s[2][4] = {};  // A^T_Jw[s, t], unscaled
-      if (diag_fb) {
+    }
+#pragma unroll
+    for (int K = 0; K < 4; ++K) {
+      if (K != w) continue;
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          if (c_col(nt, e) > c_row(e)) dA[K][nt][e] = 0.f;
+          DAT[c_row(e) * 17 + c_col(nt, e)] = dA[K][nt][e];
+        }
+    }
+    __syncwarp();
+
+    // dq_t = scale exp(BETA_t) (sum_K dA_wK (KE_K ⊙ P_wK) + dO_t (S ⊙ E_w)^T)
+    {
+      float dq[NT][4] = {};
+#pragma unroll
+      for (int K = 0; K < 4; ++K) {
+        if (K > w || (K == w && fallback)) continue;
+        const FragA fa = frag_from_acc(dA[K][0], dA[K][1], 1.f);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const FragB fb = frag_b([&](int k, int n) {
+            const int i = 8 * nt + n;
+            return KE[(16 * K + k) * sq + i] * P[(w * 4 + K) * DKP + i];
+          });
+          mma3(dq[nt], fa, fb);
+        }
+      }
+      for (int ks = 0; ks < VS; ++ks) {
+        uint32_t fa[4];
+        frag_a_exact(fa, [&](int r, int k) { return bf(DO[(16 * w + r) * sv + 16 * ks + k]); });
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const FragB fb = frag_b([&](int k, int n) {
+            const int i = 8 * nt + n;
+            return HS[i * sh + 16 * ks + k] * E[w * DKP + i];
+          });
+          mma_be(dq[nt], fa, fb);
+        }
+      }
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int row = c_row(e), t = 16 * w + row, i = c_col(nt, e);
+          float g = scale * expf(BETA[t * sq + i]) * dq[nt][e];
+          if (fallback) {  // the diagonal block, channel by channel
+            float s = 0.f;
+            for (int u = 0; u <= row; ++u) {
+              const int su = 16 * w + u;
+              s += DAT[row * 17 + u] * bf(KR[su * sq + i]) *
+                   expf(BETA[t * sq + i] - BETA[su * sq + i]);
+            }
+            g += scale * s;
+          }
+          if (t < rows && i < p.Dk) p.dq[kbase + t * ldk + i] = __float2bfloat16_rn(g);
+          x[nt][e] = bf(QR[t * sq + i]) * g;
+        }
+    }
+
+    // dk_s = exp(d_w - b_s) (sum_{J>=w} dA^T_Jw (QB_J ⊙ P_Jw scale) + v_s (dS ⊙ F_w)^T)
+    {
+      float dk[NT][4] = {};
+#pragma unroll
+      for (int J = 0; J < 4; ++J) {
+        if (J < w) continue;
+        const bool diag_fb = J == w && fallback;
+        if (diag_fb) continue;  // the diagonal block, channel by channel below
+        float d[2][4] = {};     // dA^T_Jw[s, t] = v_s . dO_t
+        for (int ks = 0; ks < VS; ++ks) {
+          uint32_t fa[4];
+          frag_a_exact(fa, [&](int r, int k) { return bf(V[(16 * w + r) * sv + 16 * ks + k]); });
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt) {
+            uint32_t fb[2];
+            frag_b_exact(
+                fb, [&](int k, int n) { return bf(DO[(16 * J + 8 * nt + n) * sv + 16 * ks + k]); });
+            mma(d[nt], fa, fb[0], fb[1]);
+          }
+        }
+        if (J == w)
+#pragma unroll
+          for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+              if (c_col(nt, e) < c_row(e)) d[nt][e] = 0.f;
+        if (!diag_fb) {
+          const FragA fa = frag_from_acc(d[0], d[1], 1.f);
+#pragma unroll
+          for (int nt = 0; nt < NT; ++nt) {
+            const FragB fb = frag_b([&](int k, int n) {
+              const int i = 8 * nt + n;
+              return QB[(16 * J + k) * sq + i] * P[(J * 4 + w) * DKP + i] * scale;
+            });
+            mma3(dk[nt], fa, fb);
+          }
+        }
+      }
+      for (int ks = 0; ks < VS; ++ks) {
+        uint32_t fa[4];
+        frag_a_exact(fa, [&](int r, int k) { return bf(V[(16 * w + r) * sv + 16 * ks + k]); });
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+          const FragB fb = frag_b([&](int k, int n) {
+            const int i = 8 * nt + n;
+            return DHS[i * sh + 16 * ks + k] * F[w * DKP + i];
+          });
+          mma_be(dk[nt], fa, fb);
+        }
+      }
+      const int last = (16 * w + 15) * sq;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int row = c_row(e), s = 16 * w + row, i = c_col(nt, e);
+          float g = expf(BETA[last + i] - BETA[s * sq + i]) * dk[nt][e];
+          if (fallback) {
+            float acc = 0.f;
+            for (int u = row; u < 16; ++u) {
+              const int tu = 16 * w + u;
+              acc += DAT[u * 17 + row] * bf(QR[tu * sq + i]) *
+                     expf(BETA[tu * sq + i] - BETA[s * sq + i]);
+            }
+            g += scale * acc;
+          }
+          if (s < rows && i < p.Dk) p.dk[kbase + s * ldk + i] = __float2bfloat16_rn(g);
+          x[nt][e] -= bf(KR[s * sq + i]) * g;
+        }
+    }
+
+  }  // !dv_warp
+
+  // dv_s = sum_{J>=w} A^T_Jw dO_J + (KE_s ⊙ F_w) dS, on the other warps: the scores
+  // A^T_Jw[s, t] = scale QB_t P_Jw KE_s (unscaled first; masked on the diagonal block).
+  if (dv_warp) {
+    FragA at_[4];
+#pragma unroll
+    for (int J = 0; J < 4; ++J) {
+      if (J < w) continue;
+      float s[2][4] = {};
+      if (J == w && fallback) {
         diag_scores<DKP>(s, QR, KR, BETA, sq, w, true);
       } else {
 #pragma unroll
@@ -721,55 +790,9 @@ __device__ void chunk_grads(const Smem& m, char* sm, const Params& p, int64_t bh
         for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
           for (int e = 0; e < 4; ++e)
-            if (c_col(nt, e) < c_row(e)) s[nt][e] = d[nt][e] = 0.f;
+            if (c_col(nt, e) < c_row(e)) s[nt][e] = 0.f;
       at_[J] = frag_from_acc(s[0], s[1], scale);
-      if (!diag_fb) {
-        const FragA fa = frag_from_acc(d[0], d[1], 1.f);
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          const FragB fb = frag_b([&](int k, int n) {
-            const int i = 8 * nt + n;
-            return QB[(16 * J + k) * sq + i] * P[(J * 4 + w) * DKP + i] * scale;
-          });
-          mma3(dk[nt], fa, fb);
-        }
-      }
     }
-    for (int ks = 0; ks < VS; ++ks) {
-      uint32_t fa[4];
-      frag_a_exact(fa, [&](int r, int k) { return bf(V[(16 * w + r) * sv + 16 * ks + k]); });
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        const FragB fb = frag_b([&](int k, int n) {
-          const int i = 8 * nt + n;
-          return DHS[i * sh + 16 * ks + k] * F[w * DKP + i];
-        });
-        mma_be(dk[nt], fa, fb);
-      }
-    }
-    const int last = (16 * w + 15) * sq;
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int row = c_row(e), s = 16 * w + row, i = c_col(nt, e);
-        float g = expf(BETA[last + i] - BETA[s * sq + i]) * dk[nt][e];
-        if (fallback) {
-          float acc = 0.f;
-          for (int u = row; u < 16; ++u) {
-            const int tu = 16 * w + u;
-            acc += DAT[u * 17 + row] * bf(QR[tu * sq + i]) *
-                   expf(BETA[tu * sq + i] - BETA[s * sq + i]);
-          }
-          g += scale * acc;
-        }
-        if (s < rows && i < p.Dk) p.dk[kbase + s * ldk + i] = __float2bfloat16_rn(g);
-        x[nt][e] -= bf(KR[s * sq + i]) * g;
-      }
-  }
-
-  // dv_s = sum_{J>=w} A^T_Jw dO_J + (KE_s ⊙ F_w) dS
-  {
     FragA kl[KS];
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks)
@@ -819,9 +842,10 @@ __device__ void chunk_grads(const Smem& m, char* sm, const Params& p, int64_t bh
       const float lo = suffix8(x[nt][h]) + total_hi;
       x[nt][h] = lo;
       x[nt][2 + h] = hi;
-      if (lane_g() == 0) TOT[w * DKP + c_col(nt, h)] = lo;
+      if (lane_g() == 0 && !dv_warp) TOT[w * DKP + c_col(nt, h)] = lo;
     }
   __syncthreads();
+  if (dv_warp) return;
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
@@ -837,9 +861,9 @@ __device__ void chunk_grads(const Smem& m, char* sm, const Params& p, int64_t bh
 
 // ---- kernels ----------------------------------------------------------------------------------
 
-// One span from a zero state: its final state into U, its decay into G; with kPerChunk also the
-// state entering each chunk (Lc) and the decay to it (Dc).
-template <int DKP, bool kPerChunk>
+// One span from a zero state: its final state into U, its decay into G; also the state entering
+// each chunk (Lc) and the decay to it (Dc).
+template <int DKP>
 __global__ void __launch_bounds__(kWideThreads) gla_state_kernel(Params p) {
   extern __shared__ __align__(16) char sm[];
   const Smem m = smem_layout(DKP, p.DVP, Kind::State);
@@ -855,11 +879,9 @@ __global__ void __launch_bounds__(kWideThreads) gla_state_kernel(Params p) {
   __syncthreads();
   for (int ch = c0; ch < c1; ++ch) {
     const int t0 = ch * kC, rows = chunk_rows(p, t0);
-    if (kPerChunk) {
-      state_to_global(p.Lc + (bh * p.nc + ch) * P2, HS, m.sh, DKP, p.DVP);
-      for (int i = threadIdx.x; i < DKP; i += blockDim.x)
-        p.Dc[(bh * p.nc + ch) * DKP + i] = expf(float(LD[i]));
-    }
+    state_to_global(p.Lc + (bh * p.nc + ch) * P2, HS, m.sh, DKP, p.DVP);
+    for (int i = threadIdx.x; i < DKP; i += blockDim.x)
+      p.Dc[(bh * p.nc + ch) * DKP + i] = expf(float(LD[i]));
     stage_chunk<DKP>(m, sm, p, bh, t0, rows, at<bf16>(sm, m.v), p.v);
     prepare<DKP>(m, sm);
     state_step<DKP>(HS, m.sh, at<float>(sm, m.ke), m.sq, mul + 20 * DKP, 1.f, at<bf16>(sm, m.v),
@@ -884,38 +906,40 @@ __global__ void gla_scan_kernel(Params p) {
   const bool real = i < p.Dk && j < p.Dv;
   const int64_t so = (bh * p.Dk + i) * p.Dv + j;
   float h = p.state_in && real ? p.state_in[so] : 0.f;
-  for (int s = 0; s < p.nsp; ++s) {
-    float* u = p.U + (bh * (p.nsp + 1) + s) * P2 + x;
-    const float local = *u;
-    *u = h;
-    h = p.G[(bh * p.nsp + s) * p.DKP + i] * h + local;
+  float* u = p.U + bh * (p.nsp + 1) * P2 + x;
+  const float* g = p.G + bh * p.nsp * p.DKP + i;
+  for (int s0 = 0; s0 < p.nsp; s0 += kScanBatch) {  // loads first, so that they overlap
+    float local[kScanBatch], gs[kScanBatch];
+#pragma unroll
+    for (int b = 0; b < kScanBatch; ++b)
+      if (s0 + b < p.nsp) {
+        local[b] = u[(s0 + b) * P2];
+        gs[b] = g[(s0 + b) * p.DKP];
+      }
+#pragma unroll
+    for (int b = 0; b < kScanBatch; ++b)
+      if (s0 + b < p.nsp) {
+        u[(s0 + b) * P2] = h;
+        h = gs[b] * h + local[b];
+      }
   }
   p.U[(bh * (p.nsp + 1) + p.nsp) * P2 + x] = h;
   if (p.state_out && real) p.state_out[so] = h;
 }
 
+// One chunk from the state entering it, Dc ⊙ (the state entering its span) + Lc. With Dk <= 32
+// three CTAs fit an SM's shared memory; the register cap lets them be resident together.
 template <int DKP>
-__global__ void __launch_bounds__(kWideThreads) gla_output_kernel(Params p) {
+__global__ void __launch_bounds__(kWideThreads, DKP == 32 ? 3 : 1) gla_output_kernel(Params p) {
   extern __shared__ __align__(16) char sm[];
   const Smem m = smem_layout(DKP, p.DVP, Kind::Output);
-  const int span = blockIdx.x;
-  const int64_t bh = blockIdx.y, P2 = int64_t(DKP) * p.DVP;
-  const int c0 = span * p.cps, c1 = min(c0 + p.cps, p.nc);
-  float* HS = at<float>(sm, m.hs);
-  const float* mul = at<float>(sm, m.mul);
-  state_to_smem(HS, m.sh, p.U + (bh * (p.nsp + 1) + span) * P2, nullptr, nullptr, DKP, p.DVP);
-  for (int ch = c0; ch < c1; ++ch) {
-    const int t0 = ch * kC, rows = chunk_rows(p, t0);
-    stage_chunk<DKP>(m, sm, p, bh, t0, rows, at<bf16>(sm, m.v), p.v);
-    prepare<DKP>(m, sm);
-    chunk_output<DKP>(m, sm, p, p.o + voff(p, bh, t0), rows);
-    if (ch + 1 < c1) {
-      __syncthreads();  // every warp has read S
-      state_step<DKP>(HS, m.sh, at<float>(sm, m.ke), m.sq, mul + 20 * DKP, 1.f, at<bf16>(sm, m.v),
-                      m.sv, mul + 24 * DKP, p.DVP);
-    }
-    __syncthreads();
-  }
+  const int ch = blockIdx.x, span = ch / p.cps, t0 = ch * kC, rows = chunk_rows(p, t0);
+  const int64_t bh = blockIdx.y, P2 = int64_t(DKP) * p.DVP, cx = bh * p.nc + ch;
+  state_to_smem(at<float>(sm, m.hs), m.sh, p.U + (bh * (p.nsp + 1) + span) * P2, p.Dc + cx * DKP,
+                p.Lc + cx * P2, DKP, p.DVP);
+  stage_chunk<DKP>(m, sm, p, bh, t0, rows, at<bf16>(sm, m.v), p.v);
+  prepare<DKP>(m, sm);  // its first barrier publishes the state and the staged chunk
+  chunk_output<DKP>(m, sm, p, p.o + voff(p, bh, t0), rows);
 }
 
 // One span backwards from dL/dS = 0 at its end: dU = dL/d(state entering the span) from the
@@ -928,14 +952,22 @@ __global__ void __launch_bounds__(kWideThreads) gla_dstate_kernel(Params p) {
   const int64_t bh = blockIdx.y, P2 = int64_t(DKP) * p.DVP;
   const int c0 = span * p.cps, c1 = min(c0 + p.cps, p.nc);
   float* DHS = at<float>(sm, m.dhs);
+  double* LD = at<double>(sm, m.ld);
+  const double* dd = at<double>(sm, m.cd) + 8 * DKP;
   const float* mul = at<float>(sm, m.mul);
   state_zero(DHS, m.sh, DKP);
+  for (int i = threadIdx.x; i < DKP; i += blockDim.x) LD[i] = 0;
+  __syncthreads();
   for (int ch = c1 - 1; ch >= c0; --ch) {
     const int t0 = ch * kC, rows = chunk_rows(p, t0);
+    state_to_global(p.Ldc + (bh * p.nc + ch) * P2, DHS, m.sh, DKP, p.DVP);
+    for (int i = threadIdx.x; i < DKP; i += blockDim.x)
+      p.Ddc[(bh * p.nc + ch) * DKP + i] = expf(float(LD[i]));
     stage_chunk<DKP>(m, sm, p, bh, t0, rows, at<bf16>(sm, m.dO), p.dO);
     prepare<DKP>(m, sm);
     state_step<DKP>(DHS, m.sh, at<float>(sm, m.qb), m.sq, mul + 16 * DKP, p.scale,
                     at<bf16>(sm, m.dO), m.sv, mul + 24 * DKP, p.DVP);
+    for (int i = threadIdx.x; i < DKP; i += blockDim.x) LD[i] += dd[3 * DKP + i];
     __syncthreads();
   }
   state_to_global(p.dU + (bh * p.nsp + span) * P2, DHS, m.sh, DKP, p.DVP);
@@ -949,59 +981,71 @@ __global__ void gla_dscan_kernel(Params p) {
   const int64_t bh = e / P2;
   const int x = int(e % P2), i = x / p.DVP;
   float d = 0.f;
-  for (int s = p.nsp - 1; s >= 0; --s) {
-    float* u = p.dU + (bh * p.nsp + s) * P2 + x;
-    const float local = *u;
-    *u = d;
-    d = p.G[(bh * p.nsp + s) * p.DKP + i] * d + local;
+  float* u = p.dU + bh * p.nsp * P2 + x;
+  const float* g = p.G + bh * p.nsp * p.DKP + i;
+  for (int s0 = p.nsp - 1; s0 >= 0; s0 -= kScanBatch) {  // loads first, so that they overlap
+    float local[kScanBatch], gs[kScanBatch];
+#pragma unroll
+    for (int b = 0; b < kScanBatch; ++b)
+      if (s0 - b >= 0) {
+        local[b] = u[(s0 - b) * P2];
+        gs[b] = g[(s0 - b) * p.DKP];
+      }
+#pragma unroll
+    for (int b = 0; b < kScanBatch; ++b)
+      if (s0 - b >= 0) {
+        u[(s0 - b) * P2] = d;
+        d = gs[b] * d + local[b];
+      }
   }
 }
 
+// ACC[i] = sum_j S[i,j] dS[i,j] with S and dS at the end of chunk ch (S there is the state
+// entering chunk ch + 1): the part of da from the tokens after the chunk. dS is DHS (shared);
+// each state row is summed by blockDim / DKP neighbouring lanes in a fixed order.
 template <int DKP>
-__global__ void __launch_bounds__(kGradThreads) gla_grads_kernel(Params p) {
+__device__ void later_part(float* ACC, const float* DHS, int sh, const Params& p, int64_t bh,
+                           int ch) {
+  const int tpr = int(blockDim.x) / DKP, i = threadIdx.x / tpr, part = threadIdx.x % tpr;
+  float s = 0.f;
+  if (ch + 1 < p.nc) {  // dS = 0 after the last token
+    const int nx = ch + 1, span = nx / p.cps;
+    const int64_t P2 = int64_t(DKP) * p.DVP, cx = bh * p.nc + nx;
+    const float d = p.Dc[cx * DKP + i];
+    const float* H = p.U + (bh * (p.nsp + 1) + span) * P2 + int64_t(i) * p.DVP;
+    const float* L = p.Lc + cx * P2 + int64_t(i) * p.DVP;
+    for (int j = 4 * part; j < p.DVP; j += 4 * tpr) {
+      const float4 h = *reinterpret_cast<const float4*>(H + j);
+      const float4 l = *reinterpret_cast<const float4*>(L + j);
+      const float* g = DHS + i * sh + j;
+      s += (d * h.x + l.x) * g[0] + (d * h.y + l.y) * g[1] + (d * h.z + l.z) * g[2] +
+           (d * h.w + l.w) * g[3];
+    }
+  }
+  for (int o = 1; o < tpr; o *= 2) s += __shfl_xor_sync(0xffffffffu, s, o);
+  if (part == 0) ACC[i] = s;
+}
+
+// One chunk: S entering it and dL/dS leaving it are the span's parts decayed plus the chunk's own
+// (Dc ⊙ U + Lc, Ddc ⊙ dU + Ldc). With Dk <= 32 two CTAs fit an SM (shared memory and registers).
+template <int DKP>
+__global__ void __launch_bounds__(kWideThreads, DKP == 32 ? 2 : 1) gla_grads_kernel(Params p) {
   extern __shared__ __align__(16) char sm[];
   const Smem m = smem_layout(DKP, p.DVP, Kind::Grads);
-  const int span = blockIdx.x;
-  const int64_t bh = blockIdx.y, P2 = int64_t(DKP) * p.DVP;
-  const int c0 = span * p.cps, c1 = min(c0 + p.cps, p.nc);
-  float* HS = at<float>(sm, m.hs);
+  const int ch = blockIdx.x, span = ch / p.cps, t0 = ch * kC, rows = chunk_rows(p, t0);
+  const int64_t bh = blockIdx.y, P2 = int64_t(DKP) * p.DVP, cx = bh * p.nc + ch;
   float* DHS = at<float>(sm, m.dhs);
-  float* ACC = at<float>(sm, m.acc);
-  const float* mul = at<float>(sm, m.mul);
-  const float* Hspan = p.U + (bh * (p.nsp + 1) + span) * P2;
-  state_to_smem(DHS, m.sh, p.dU + (bh * p.nsp + span) * P2, nullptr, nullptr, DKP, p.DVP);
+  state_to_smem(at<float>(sm, m.hs), m.sh, p.U + (bh * (p.nsp + 1) + span) * P2, p.Dc + cx * DKP,
+                p.Lc + cx * P2, DKP, p.DVP);
+  state_to_smem(DHS, m.sh, p.dU + (bh * p.nsp + span) * P2, p.Ddc + cx * DKP, p.Ldc + cx * P2, DKP,
+                p.DVP);
+  stage_chunk<DKP>(m, sm, p, bh, t0, rows, at<bf16>(sm, m.v), p.v);
+  stage_tile(at<bf16>(sm, m.dO), m.sv, p.dO + voff(p, bh, t0), p.H * p.Dv, rows, p.Dv, p.DVP,
+             p.vec);
   __syncthreads();
-  for (int i = threadIdx.x; i < DKP; i += blockDim.x) {  // the tokens after this span
-    const float* Send = Hspan + P2 + int64_t(i) * p.DVP;
-    float s = 0.f;
-#pragma unroll 8
-    for (int j = 0; j < p.DVP; ++j) s += Send[j] * DHS[i * m.sh + j];
-    ACC[i] = s;
-  }
-  for (int ch = c1 - 1; ch >= c0; --ch) {
-    const int t0 = ch * kC, rows = chunk_rows(p, t0);
-    stage_chunk<DKP>(m, sm, p, bh, t0, rows, at<bf16>(sm, m.v), p.v);
-    stage_tile(at<bf16>(sm, m.dO), m.sv, p.dO + voff(p, bh, t0), p.H * p.Dv, rows, p.Dv, p.DVP,
-               p.vec);
-    // S entering the chunk = Dc ⊙ S entering the span + Lc
-    state_to_smem(HS, m.sh, Hspan, p.Dc + (bh * p.nc + ch) * DKP, p.Lc + (bh * p.nc + ch) * P2, DKP,
-                  p.DVP);
-    prepare<DKP>(m, sm);
-    chunk_grads<DKP>(m, sm, p, bh, t0, rows, ch == 0);
-    if (ch > c0) {
-      // chunk_grads' barrier came after every read of dS; ACC is still being read.
-      state_step<DKP>(DHS, m.sh, at<float>(sm, m.qb), m.sq, mul + 16 * DKP, p.scale,
-                      at<bf16>(sm, m.dO), m.sv, mul + 24 * DKP, p.DVP);
-      __syncthreads();
-      for (int i = threadIdx.x; i < DKP; i += blockDim.x) {
-        float s = 0.f;
-#pragma unroll 8
-        for (int j = 0; j < p.DVP; ++j) s += HS[i * m.sh + j] * DHS[i * m.sh + j];
-        ACC[i] = s;
-      }
-    }
-    __syncthreads();
-  }
+  later_part<DKP>(at<float>(sm, m.acc), DHS, m.sh, p, bh, ch);
+  prepare<DKP>(m, sm);  // its barriers publish ACC too
+  chunk_grads<DKP>(m, sm, p, bh, t0, rows, ch == 0);
 }
 
 // The recurrence itself for N <= kMaxStep tokens, one thread per (b, h, j) and state column j,
@@ -1091,14 +1135,13 @@ Params plan(int64_t B, int64_t N, int64_t H, int64_t Dk, int64_t Dv, double scal
 }
 
 template <class Kernel>
-void launch(Kernel kernel, const Params& p, Kind kind) {
+void launch(Kernel kernel, const Params& p, Kind kind, int blocks) {
   const Smem m = smem_layout(p.DKP, p.DVP, kind);
   static const int max_smem = device_attr(cudaDevAttrMaxSharedMemoryPerBlockOptin);
   FELA_CHECK(m.bytes <= max_smem, "[gla] Dk ", p.Dk, " x Dv ", p.Dv, " needs ", m.bytes,
              " bytes of shared memory per block; this GPU has ", max_smem);
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, m.bytes));
-  const int threads = kind == Kind::Grads ? kGradThreads : kWideThreads;
-  kernel<<<dim3(unsigned(p.nsp), unsigned(p.BH)), threads, m.bytes, stream()>>>(p);
+  kernel<<<dim3(unsigned(blocks), unsigned(p.BH)), kWideThreads, m.bytes, stream()>>>(p);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -1113,11 +1156,15 @@ void forward_chunked(Params& p) {
   const size_t P2 = size_t(DKP) * p.DVP;
   Scratch U(size_t(p.BH) * (p.nsp + 1) * P2 * sizeof(float));
   Scratch G(size_t(p.BH) * p.nsp * DKP * sizeof(float));
+  Scratch Lc(size_t(p.BH) * p.nc * P2 * sizeof(float));
+  Scratch Dc(size_t(p.BH) * p.nc * DKP * sizeof(float));
   p.U = U.as<float>();
   p.G = G.as<float>();
-  launch(gla_state_kernel<DKP, false>, p, Kind::State);
+  p.Lc = Lc.as<float>();
+  p.Dc = Dc.as<float>();
+  launch(gla_state_kernel<DKP>, p, Kind::State, p.nsp);
   launch_scan(gla_scan_kernel, p);
-  launch(gla_output_kernel<DKP>, p, Kind::Output);
+  launch(gla_output_kernel<DKP>, p, Kind::Output, p.nc);
 }
 
 template <int DKP>
@@ -1128,16 +1175,20 @@ void backward_chunked(Params& p) {
   Scratch Lc(size_t(p.BH) * p.nc * P2 * sizeof(float));
   Scratch Dc(size_t(p.BH) * p.nc * DKP * sizeof(float));
   Scratch dU(size_t(p.BH) * p.nsp * P2 * sizeof(float));
+  Scratch Ldc(size_t(p.BH) * p.nc * P2 * sizeof(float));
+  Scratch Ddc(size_t(p.BH) * p.nc * DKP * sizeof(float));
   p.U = U.as<float>();
   p.G = G.as<float>();
   p.Lc = Lc.as<float>();
   p.Dc = Dc.as<float>();
   p.dU = dU.as<float>();
-  launch(gla_state_kernel<DKP, true>, p, Kind::State);
+  p.Ldc = Ldc.as<float>();
+  p.Ddc = Ddc.as<float>();
+  launch(gla_state_kernel<DKP>, p, Kind::State, p.nsp);
   launch_scan(gla_scan_kernel, p);
-  launch(gla_dstate_kernel<DKP>, p, Kind::DState);
+  launch(gla_dstate_kernel<DKP>, p, Kind::DState, p.nsp);
   launch_scan(gla_dscan_kernel, p);
-  launch(gla_grads_kernel<DKP>, p, Kind::Grads);
+  launch(gla_grads_kernel<DKP>, p, Kind::Grads, p.nc);
 }
 
 }  // namespace
