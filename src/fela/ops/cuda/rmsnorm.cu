@@ -57,7 +57,23 @@ __global__ void rmsnorm_forward_kernel(__nv_bfloat16* y, float* rstd, __nv_bfloa
 // Rows [blockIdx.x * rows, ...) of dx = rstd * (dy*g - x * rstd^2 * mean(dy*g*x)) (added to dx
 // when add), and partial[blockIdx.x, i] = sum over those rows of dy * x * rstd. dx may alias dy:
 // a lane writes only values it has read, after the warp's dot product has read the whole row.
-// Shared memory: [kBackWarps][d] floats, column i of a warp touched by one lane only.
+// Shared memory: [kBackWarps][d] floats, column i of a warp touched by one lane only, W at a time
+// (as float4s when W = 8: scalar accesses at a stride of 8 floats hit the same banks 8-fold).
+template <int W>
+__device__ __forceinline__ void add_to_shared(float* p, const float (&v)[W]) {
+  if constexpr (W == 1) {
+    *p += v[0];
+  } else {
+    float4* q = reinterpret_cast<float4*>(p);
+#pragma unroll
+    for (int k = 0; k < W / 4; ++k) {
+      float4 t = q[k];
+      t.x += v[4 * k], t.y += v[4 * k + 1], t.z += v[4 * k + 2], t.w += v[4 * k + 3];
+      q[k] = t;
+    }
+  }
+}
+
 template <int W>
 __global__ void rmsnorm_backward_kernel(__nv_bfloat16* dx, float* partial, const __nv_bfloat16* dy,
                                         const __nv_bfloat16* x, const float* g, const float* rstd,
@@ -88,11 +104,12 @@ __global__ void rmsnorm_backward_kernel(__nv_bfloat16* dx, float* partial, const
       if (add) load_vec<W>(dx + r * d + i * W, o);
 #pragma unroll
       for (int j = 0; j < W; ++j) {
-        acc[i * W + j] += u[j] * v[j] * s;
         const float dxv = s * (u[j] * g[i * W + j] - v[j] * c);
         o[j] = add ? o[j] + dxv : dxv;
+        u[j] *= v[j] * s;  // becomes this row's share of dg
       }
       store_vec<W>(dx + r * d + i * W, o);
+      add_to_shared<W>(acc + i * W, u);
     }
   }
   __syncthreads();
