@@ -379,8 +379,11 @@ FELA_BACKEND_CHECKS(10, "linear", "linear R x in x out", [](Context& c) {
 });
 
 FELA_BACKEND_CHECKS(20, "rmsnorm", "rmsnorm R x d", [](Context& c) {
+  // Widths pick the kernels' row groups of 8, 16 or 32 lanes, vectorized (d % 8 == 0) or not.
   for (auto [R, d] : {std::array<int64_t, 2>{1, 1},
                       {31, 1},
+                      {33, 12},
+                      {1000, 128},
                       {31, 33},
                       {129, 129},
                       {33, 4097},

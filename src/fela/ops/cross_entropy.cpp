@@ -68,19 +68,11 @@ void cross_entropy_backward(Tensor dlogits, const Tensor& logits, const Tensor& 
   const Device dev = check_signature(
       "cross_entropy", {{"logits", &logits}, {"targets", &targets}, {"dlogits", &dlogits}},
       {{Cpu, F32, I32, F32}, {Cpu, F64, I32, F64}, {Cuda, BF16, I32, BF16}});
-  const int64_t V = check_ce(logits, targets, classes);
-  if (dev == Cuda) {
-    check_cuda_impl("cross_entropy", impl);
-#ifdef FELA_HAVE_CUDA
+  if (dev == Cuda) {  // the fused kernel, with its loss written to scratch
     Array loss = Array::empty(DType::F32, {logits.size(0)}, Device::Cuda);
-    cuda::cross_entropy_forward_backward(loss.data<float>(), dlogits.data<BFloat16>(),
-                                         logits.data<BFloat16>(), targets.data<int32_t>(),
-                                         logits.size(0), V, logits.size(1), scale);
-#else
-    fail_no_cuda("cross_entropy");
-#endif
-    return;
+    return cross_entropy_forward_backward(loss, dlogits, logits, targets, scale, impl, classes);
   }
+  check_ce(logits, targets, classes);
   dispatch_float(logits.dtype(), "cross_entropy", [&]<class T>() {
     auto f = impl == Impl::Ref ? ref::cross_entropy_backward<T> : cpu::cross_entropy_backward<T>;
     f(dlogits.data<T>(), logits.data<T>(), targets.data<int32_t>(), logits.size(0), logits.size(1),
