@@ -20,9 +20,10 @@
 // meaning there: Direct sums over taps in fp32 on the CUDA cores, Fft uses cuFFT (overlap-save
 // blocks), Toeplitz runs the sums as block-Toeplitz products on the tensor cores, Auto picks by
 // the cost model in ops/cuda/fno.cu, fitted to bench_fno's measurements. Scratch comes from the
-// stream-ordered pool and is released when the call returns (Toeplitz's backward: channel-major
-// copies of dy and u, at most 2 B d (N + M + 2048) bf16 values; Fft: about 2 B d (N + M) fp32
-// values forward, twice that backward).
+// stream-ordered pool and is released when the call returns (Toeplitz: the taps' bf16 pairs, at
+// most 2 (d + 7) (M + 190) 32-bit words, and in the backward channel-major copies of dy and u, at
+// most 2 B d (N + M + 2048) bf16 values; Fft: about 2 B d (N + M) fp32 values forward, twice
+// that backward).
 #pragma once
 #include "fela/ops/op.h"
 

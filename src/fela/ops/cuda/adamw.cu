@@ -19,7 +19,7 @@ namespace fela::ops::cuda {
 
 namespace {
 constexpr int kThreads = 256;
-constexpr int kVec = 4;            // elements per thread in the update
+constexpr int kPerThread = 4;            // elements per thread in the update
 constexpr int kNormBlocks = 1024;  // partial sums of the norm, at most
 
 // The update's constants, rounded to fp32 once on the host (as the CPU kernel rounds them to T).
@@ -44,10 +44,10 @@ __device__ __forceinline__ int64_t first_range_ending_after(const DecayRange* r,
 template <bool kAligned, bool kShadow>
 __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, __nv_bfloat16* shadow,
                              int64_t n, const DecayRange* ranges, int64_t K, Consts c) {
-  const int64_t i0 = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * kVec;
+  const int64_t i0 = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * kPerThread;
   if (i0 >= n) return;
-  const bool full = i0 + kVec <= n;
-  float pr[kVec], gr[kVec], mr[kVec], vr[kVec];
+  const bool full = i0 + kPerThread <= n;
+  float pr[kPerThread], gr[kPerThread], mr[kPerThread], vr[kPerThread];
   // all loads first: the range search below overlaps their latency
   if (kAligned && full) {
     const float4 p4 = *reinterpret_cast<const float4*>(p + i0);
@@ -60,7 +60,7 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, __nv_
     vr[0] = v4.x, vr[1] = v4.y, vr[2] = v4.z, vr[3] = v4.w;
   } else {
 #pragma unroll
-    for (int j = 0; j < kVec; ++j) {
+    for (int j = 0; j < kPerThread; ++j) {
       const bool in = i0 + j < n;  // past the end: zeros, computed on and never stored
       pr[j] = in ? p[i0 + j] : 0.f, gr[j] = in ? g[i0 + j] : 0.f;
       mr[j] = in ? m[i0 + j] : 0.f, vr[j] = in ? v[i0 + j] : 0.f;
@@ -69,7 +69,7 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, __nv_
   // The ranges are sorted, so the later elements only move the search's answer forward.
   int64_t k = first_range_ending_after(ranges, K, i0);
 #pragma unroll
-  for (int j = 0; j < kVec; ++j) {
+  for (int j = 0; j < kPerThread; ++j) {
     const int64_t i = i0 + j;
     while (k < K && __ldg(&ranges[k].end) <= i) ++k;
     const float decay = k < K && __ldg(&ranges[k].begin) <= i ? c.decay : 1.f;
@@ -93,27 +93,12 @@ __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, __nv_
     }
   } else {
 #pragma unroll
-    for (int j = 0; j < kVec; ++j)
+    for (int j = 0; j < kPerThread; ++j)
       if (i0 + j < n) {
         p[i0 + j] = pr[j], m[i0 + j] = mr[j], v[i0 + j] = vr[j];
         if (kShadow) store(shadow, i0 + j, pr[j]);
       }
   }
-}
-
-__device__ __forceinline__ double warp_sum_double(double x) {
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-
-// Sum over the block (blockDim.x a multiple of 32) in a fixed tree; thread 0 gets the result.
-__device__ __forceinline__ double block_sum_double(double x, double* shared) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
-  x = warp_sum_double(x);
-  if (lane == 0) shared[warp] = x;
-  __syncthreads();
-  x = lane < nwarps ? shared[lane] : 0.0;
-  return warp_sum_double(x);
 }
 
 template <bool kAligned>
@@ -134,7 +119,7 @@ __global__ void sumsq_partial_kernel(double* partial, const float* g, int64_t n)
     tail = nv * 4;
   }
   for (int64_t i = tail + t; i < n; i += stride) acc += double(g[i]) * g[i];
-  acc = block_sum_double(acc, shared);
+  acc = block_sum(acc, shared);
   if (threadIdx.x == 0) partial[blockIdx.x] = acc;
 }
 
@@ -142,7 +127,7 @@ __global__ void sum_partials_kernel(double* out, const double* partial, int coun
   __shared__ double shared[32];
   double acc = 0;
   for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partial[i];
-  acc = block_sum_double(acc, shared);
+  acc = block_sum(acc, shared);
   if (threadIdx.x == 0) *out = acc;
 }
 
@@ -151,7 +136,7 @@ bool aligned(const void* q, uintptr_t bytes) { return reinterpret_cast<uintptr_t
 template <bool kAligned, bool kShadow>
 void launch_adamw(float* p, const float* g, float* m, float* v, BFloat16* shadow, int64_t n,
                   const DecayRange* decay, int64_t ndecay, const Consts& c) {
-  const int64_t threads_needed = (n + kVec - 1) / kVec;
+  const int64_t threads_needed = (n + kPerThread - 1) / kPerThread;
   const int64_t blocks = (threads_needed + kThreads - 1) / kThreads;
   adamw_kernel<kAligned, kShadow>
       <<<blocks, kThreads, 0, stream()>>>(p, g, m, v, dev(shadow), n, decay, ndecay, c);

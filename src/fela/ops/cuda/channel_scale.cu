@@ -12,9 +12,6 @@ namespace fela::ops::cuda {
 
 namespace {
 constexpr int kThreads = 256;
-constexpr int kMinChunk = 64;     // rows per partial sum of dg, at least
-constexpr int kMaxChunks = 1024;  // partial sums of dg, at most: bounds the scratch to 4 KiB * d
-constexpr int kTileY = 8;         // threads down the rows of a tile
 
 __global__ void channel_scale_forward_kernel(__nv_bfloat16* y, const __nv_bfloat16* x,
                                              const float* g, int64_t total, int64_t d) {
@@ -23,32 +20,16 @@ __global__ void channel_scale_forward_kernel(__nv_bfloat16* y, const __nv_bfloat
     store(y, k, load(x, k) * g[k % d]);
 }
 
-// Block (column tile blockIdx.x, row chunk blockIdx.y), threads (32 columns, kTileY rows):
-// dx[r, c] = dy[r, c] g[c] for the chunk's rows and partial[chunk, c] = sum of dy[r, c] x[r, c].
-// dx may alias dy: each element is read, then written, by one thread.
+// dx[r, c] = dy[r, c] g[c] and partial[chunk, c] = sum over the chunk's rows of dy[r, c] x[r, c]
+// (column_chunk_sum). dx may alias dy: each element is read, then written, by one thread.
 __global__ void channel_scale_backward_kernel(float* partial, __nv_bfloat16* dx,
                                               const __nv_bfloat16* dy, const __nv_bfloat16* x,
-                                              const float* g, int64_t R, int64_t d, int64_t chunk) {
-  __shared__ float tile[kTileY][33];
-  const int64_t c = blockIdx.x * int64_t(32) + threadIdx.x;
-  const int64_t r0 = blockIdx.y * chunk, r1 = min(r0 + chunk, R);
-  float acc = 0.f;
-  if (c < d) {
-    const float gc = g[c];
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += kTileY) {
-      const int64_t k = r * d + c;
-      const float gy = load(dy, k);
-      acc += gy * load(x, k);
-      store(dx, k, gy * gc);
-    }
-  }
-  tile[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < d) {
-    float s = 0.f;
-    for (int j = 0; j < kTileY; ++j) s += tile[j][threadIdx.x];
-    partial[blockIdx.y * d + c] = s;
-  }
+                                              const float* g, int64_t R, int64_t d, int64_t rows) {
+  column_chunk_sum(partial, R, d, rows, [&](int64_t k, int64_t c) {
+    const float gy = load(dy, k);
+    store(dx, k, gy * g[c]);
+    return gy * load(x, k);
+  });
 }
 
 }  // namespace
@@ -64,14 +45,12 @@ void channel_scale_forward(BFloat16* y, const BFloat16* x, const float* g, int64
 void channel_scale_backward(BFloat16* dx, float* dg, const BFloat16* dy, const BFloat16* x,
                             const float* g, int64_t R, int64_t d) {
   if (R == 0 || d == 0) return;
-  const int64_t chunk = std::max<int64_t>(kMinChunk, (R + kMaxChunks - 1) / kMaxChunks);
-  const int64_t chunks = (R + chunk - 1) / chunk;
-  Scratch partial(size_t(chunks * d) * sizeof(float));          // [chunks, d]
-  const dim3 tiles(unsigned((d + 31) / 32), unsigned(chunks));  // (column tile, row chunk)
-  channel_scale_backward_kernel<<<tiles, dim3(32, kTileY), 0, stream()>>>(
-      partial.as<float>(), dev(dx), dev(dy), dev(x), g, R, d, chunk);
+  const ColumnChunks ch = column_chunks(R);
+  Scratch partial(size_t(ch.count * d) * sizeof(float));  // [chunks, d]
+  channel_scale_backward_kernel<<<column_tiles(d, ch), dim3(32, kSumRows), 0, stream()>>>(
+      partial.as<float>(), dev(dx), dev(dy), dev(x), g, R, d, ch.rows);
   CUDA_CHECK_LAUNCH();
-  add_chunk_sums(dg, partial.as<float>(), chunks, d);
+  add_chunk_sums(dg, partial.as<float>(), ch.count, d);
 }
 
 }  // namespace fela::ops::cuda

@@ -71,19 +71,23 @@ inline bool aligned16(std::initializer_list<const void*> ptrs) {
   return true;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
+template <class T>
+__device__ __forceinline__ T warp_sum(T v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;
 }
 
-// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024); every thread gets the
-// result. shared must hold 32 floats; the call ends with a barrier so shared can be reused.
-__device__ __forceinline__ float block_sum(float v, float* shared) {
+// Sum over a block of blockDim.x threads (a multiple of 32, at most 1024) in a fixed tree (the
+// same bits every call); every thread gets the result. T is float, or double where a long sum
+// needs it (the gradient norm). shared must hold 32 values; the call ends with a barrier so
+// shared can be reused.
+template <class T>
+__device__ __forceinline__ T block_sum(T v, T* shared) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
   v = warp_sum(v);
   if (lane == 0) shared[warp] = v;
   __syncthreads();
-  v = lane < nwarps ? shared[lane] : 0.f;
+  v = lane < nwarps ? shared[lane] : T(0);
   v = warp_sum(v);
   __syncthreads();
   return v;
@@ -133,6 +137,43 @@ class Scratch {
  private:
   void* p_ = nullptr;
 };
+
+// Per-column sums over rows (parameter gradients of rmsnorm-like ops) in two deterministic steps
+// without atomics. First: partial[chunk, c] over row chunks of at least 64 rows, at most 1024
+// chunks (which bounds the scratch to 4 KiB per column). Second: add_chunk_sums.
+struct ColumnChunks {
+  int64_t rows, count;  // rows per chunk, chunks
+};
+inline ColumnChunks column_chunks(int64_t R) {
+  const int64_t rows = R > 64 * 1024 ? (R + 1023) / 1024 : 64;
+  return {rows, (R + rows - 1) / rows};
+}
+constexpr int kSumRows = 8;  // threads down the rows of a column tile
+// Grid and block of the first step for n columns: (column tile, row chunk), (32, kSumRows).
+inline dim3 column_tiles(int64_t n, const ColumnChunks& ch) {
+  return dim3(unsigned((n + 31) / 32), unsigned(ch.count));
+}
+
+// The first step, inside a kernel launched on column_tiles(n, ch) with dim3(32, kSumRows)
+// threads: partial[blockIdx.y, c] = sum over the chunk's rows r of term(r * n + c, c), for the
+// block's 32 columns, in a fixed order. One thread computes each element's term, so the term may
+// also write an output at that element (in place over an input it reads).
+template <class F>
+__device__ __forceinline__ void column_chunk_sum(float* partial, int64_t R, int64_t n,
+                                                 int64_t rows, F&& term) {
+  __shared__ float tile[kSumRows][33];
+  const int64_t c = blockIdx.x * int64_t(32) + threadIdx.x;
+  const int64_t r0 = blockIdx.y * rows, r1 = min(r0 + rows, R);
+  float acc = 0.f;
+  if (c < n)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += kSumRows) acc += term(r * n + c, c);
+  tile[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y > 0 || c >= n) return;
+  float s = 0.f;
+  for (int k = 0; k < kSumRows; ++k) s += tile[k][threadIdx.x];
+  partial[blockIdx.y * n + c] = s;
+}
 
 // out[i] += sum over chunks of partial[chunk, i]: the second, deterministic step of the
 // per-column reductions (parameter gradients of rmsnorm, decay_gate, channel_scale), whose first

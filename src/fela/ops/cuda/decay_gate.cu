@@ -13,9 +13,6 @@ namespace fela::ops::cuda {
 
 namespace {
 constexpr int kThreads = 256;
-constexpr int kMinChunk = 64;     // rows per partial sum of db, at least
-constexpr int kMaxChunks = 1024;  // partial sums of db, at most: bounds the scratch to 4 KiB * n
-constexpr int kTileY = 8;         // threads down the rows of a tile
 
 // a[r, i] = logsigmoid(x[r, i] + b[i]) / normalizer; logsigmoid(z) = min(z, 0) -
 // log1p(exp(-|z|)) never overflows.
@@ -29,34 +26,18 @@ __global__ void decay_gate_forward_kernel(TA* a, const __nv_bfloat16* x, const f
   }
 }
 
-// Block (column tile blockIdx.x, row chunk blockIdx.y), threads (32 columns, kTileY rows):
-// dx[r, i] = g = da[r, i] / (1 + exp(x[r, i] + b[i])) / normalizer for the chunk's rows, and
-// partial[chunk, i] = their sum. dx may alias da: each element is read, then written, by one
-// thread.
+// dx[r, i] = g = da[r, i] / (1 + exp(x[r, i] + b[i])) / normalizer, and partial[chunk, i] = the
+// sum of g over the chunk's rows (column_chunk_sum). dx may alias da: each element is read, then
+// written, by one thread.
 template <class TD>
 __global__ void decay_gate_backward_kernel(float* partial, __nv_bfloat16* dx, const TD* da,
                                            const __nv_bfloat16* x, const float* b, int64_t R,
-                                           int64_t n, int64_t chunk, float normalizer) {
-  __shared__ float tile[kTileY][33];
-  const int64_t i = blockIdx.x * int64_t(32) + threadIdx.x;
-  const int64_t r0 = blockIdx.y * chunk, r1 = min(r0 + chunk, R);
-  float acc = 0.f;
-  if (i < n) {
-    const float bi = b[i];
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += kTileY) {
-      const int64_t k = r * n + i;
-      const float g = load(da, k) / (1.f + expf(load(x, k) + bi)) / normalizer;
-      store(dx, k, g);
-      acc += g;
-    }
-  }
-  tile[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && i < n) {
-    float s = 0.f;
-    for (int j = 0; j < kTileY; ++j) s += tile[j][threadIdx.x];
-    partial[blockIdx.y * n + i] = s;
-  }
+                                           int64_t n, int64_t rows, float normalizer) {
+  column_chunk_sum(partial, R, n, rows, [&](int64_t k, int64_t i) {
+    const float g = load(da, k) / (1.f + expf(load(x, k) + b[i])) / normalizer;
+    store(dx, k, g);
+    return g;
+  });
 }
 
 template <class TA>
@@ -72,14 +53,12 @@ template <class TD>
 void backward(BFloat16* dx, float* db, const TD* da, const BFloat16* x, const float* b, int64_t R,
               int64_t n, double normalizer) {
   if (R == 0 || n == 0) return;
-  const int64_t chunk = std::max<int64_t>(kMinChunk, (R + kMaxChunks - 1) / kMaxChunks);
-  const int64_t chunks = (R + chunk - 1) / chunk;
-  Scratch partial(size_t(chunks * n) * sizeof(float));          // [chunks, n]
-  const dim3 tiles(unsigned((n + 31) / 32), unsigned(chunks));  // (column tile, row chunk)
-  decay_gate_backward_kernel<<<tiles, dim3(32, kTileY), 0, stream()>>>(
-      partial.as<float>(), dev(dx), da, dev(x), b, R, n, chunk, float(normalizer));
+  const ColumnChunks ch = column_chunks(R);
+  Scratch partial(size_t(ch.count * n) * sizeof(float));  // [chunks, n]
+  decay_gate_backward_kernel<<<column_tiles(n, ch), dim3(32, kSumRows), 0, stream()>>>(
+      partial.as<float>(), dev(dx), da, dev(x), b, R, n, ch.rows, float(normalizer));
   CUDA_CHECK_LAUNCH();
-  add_chunk_sums(db, partial.as<float>(), chunks, n);
+  add_chunk_sums(db, partial.as<float>(), ch.count, n);
 }
 }  // namespace
 

@@ -373,27 +373,31 @@ void direct_filter_grad(float* df, float* dskip, const __nv_bfloat16* dy, const 
 // inputs, one mma.m16n8k16 per 16 x 8 x 16 piece with fp32 accumulation. The inputs are bf16
 // already; the fp32 taps are split g = hi + lo into two bf16 parts, both multiplied, so the
 // taps keep 16 significant bits (relative error <= 2^-17) instead of bf16's 8.
-// A block owns 8 channels (one per warp) of one sequence and a range of tokens, taken 1024 at a
-// time (16 columns). Shared memory, per channel: the taps as bf16 pairs P(x) = (g[x], g[x+1])
-// for hi and lo, which are exactly the A fragments' registers (an A fragment of k-step s and
-// row tile m is {P(x), P(x+8), P(x+8), P(x+16)} at x = 16(s+m) + row + 2 col, so each k-step
-// needs 2 new pairs per part and reuses the rest), and the input window reversed in time, whose
+// A block works through items of 8 channels (one per warp) and one 1024-token pass (16 columns)
+// of one sequence. Shared memory, per channel: the taps as bf16 pairs P(x) = (g[x], g[x+1]) for
+// hi and lo, which are exactly the A fragments' registers (an A fragment of k-step s and row
+// tile m is {P(x), P(x+8), P(x+8), P(x+16)} at x = 16(s+m) + row + 2 col, so each k-step needs 2
+// new pairs per part and reuses the rest), and the input window reversed in time, whose
 // 8-element rows are B's 8 x 8 ldmatrix tiles. Per k-step and warp: 16 mma, 4 shared loads of
-// pairs and one ldmatrix.x4.
+// pairs and one ldmatrix.x4. The pairs are made once per call by a small kernel (the same for
+// every block of a channel group) and copied in by cp.async. A block takes a run of passes of
+// one channel group; while one pass's products run, the next one's window arrives by cp.async.
 
 constexpr int kTcWarps = 8;            // channels per block, one per warp
 constexpr int kTcCols = 16;            // columns of 64 tokens per pass
 constexpr int kTcPass = 64 * kTcCols;  // tokens per pass
 constexpr int kTcThreads = 32 * kTcWarps;
+constexpr int kTcBlocksPerSm = 2;      // resident conv blocks per SM (registers, shared memory)
 
 // K: the padded depth of the products for M taps.
 __host__ __device__ inline int64_t tc_depth(int64_t M) { return (M + 63 + 63) / 64 * 64; }
-// Shared bytes of a block: pairs [2][8][K + 64] uint32, then the window [8][kTcPass + K - 64]
-// bf16, which first holds the taps [8][K + 65] fp32.
+// Shared bytes of a conv block, W = kTcPass + K - 64 window positions: the pairs [2][8][K + 64]
+// uint32; the window the products read [8][W] bf16 (channel-major); the next window as it
+// arrives [W][8] bf16 (token-major, as in memory); the output stage [kTcPass][8] bf16.
 size_t tc_smem(int64_t M) {
-  const int64_t K = tc_depth(M);
-  return size_t(2 * kTcWarps * (K + 64)) * 4 +
-         std::max(size_t(kTcWarps * (kTcPass + K - 64)) * 2, size_t(kTcWarps * (K + 65)) * 4);
+  const int64_t K = tc_depth(M), W = kTcPass + K - 64;
+  return size_t(2 * kTcWarps * (K + 64)) * 4 + size_t(2 * kTcWarps * W) * 2 +
+         size_t(kTcPass * kTcWarps) * 2;
 }
 constexpr size_t kTcMaxSmem = 200 << 10;  // the Toeplitz method runs while its window fits
 
@@ -419,6 +423,22 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const __nv_bfloat1
                : "r"(a));
 }
 
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+  const uint32_t a = uint32_t(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(gmem));
+}
+// Copies 16 bytes when full, else writes 16 zero bytes (gmem must still be a valid address).
+__device__ __forceinline__ void cp_async16_zfill(void* smem, const void* gmem, bool full) {
+  const uint32_t a = uint32_t(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(a), "l"(gmem),
+               "r"(full ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
 // Shared-memory position of element e of a bf16 array read by ldmatrix in rows of 64 elements:
 // the 16-byte chunks of row r are permuted by XOR with r mod 8, so that the 8 rows of a tile,
 // 64 elements apart, fall in 8 different bank groups instead of one (an 8-way conflict).
@@ -432,45 +452,96 @@ __device__ __forceinline__ float tc_tap(const float* f, const float* skip, int64
   return f[c * M + j] + (j == 0 ? skip[c] : 0.f);
 }
 
+// pairs[grp][part][ch][x] for x < G = K + 64, channel c = 8 grp + ch: P(x) = (g[x], g[x+1])
+// rounded to bf16 (part 0, hi) and the rest g - hi rounded to bf16 (part 1, lo); zero for
+// channels past d. The conv blocks copy a group's 2 x 8 x G words as they are.
+// A thread makes 4 consecutive pairs of both parts (16-byte stores). Grid: (ceil(G / 512),
+// channels) of 128 threads.
+__global__ void __launch_bounds__(128)
+    tc_pairs_kernel(uint32_t* pairs, const float* f, const float* skip, int64_t d, int64_t M,
+                    int G) {
+  const int x0 = 4 * int(blockIdx.x * blockDim.x + threadIdx.x);
+  const int64_t c = blockIdx.y;
+  if (x0 >= G) return;
+  float v[5];
+#pragma unroll
+  for (int k = 0; k < 5; ++k) v[k] = tc_tap(f, skip, c, d, M, x0 + k);
+  uint32_t hi[4], lo[4];
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const __nv_bfloat16 h0 = __float2bfloat16_rn(v[k]), h1 = __float2bfloat16_rn(v[k + 1]);
+    hi[k] = pack_bf16(h0, h1);
+    lo[k] = pack_bf16(__float2bfloat16_rn(v[k] - __bfloat162float(h0)),
+                      __float2bfloat16_rn(v[k + 1] - __bfloat162float(h1)));
+  }
+  uint32_t* p = pairs + ((2 * (c / kTcWarps)) * kTcWarps + c % kTcWarps) * G + x0;
+  *reinterpret_cast<uint4*>(p) = make_uint4(hi[0], hi[1], hi[2], hi[3]);
+  *reinterpret_cast<uint4*>(p + kTcWarps * G) = make_uint4(lo[0], lo[1], lo[2], lo[3]);
+}
+
 // out[b, t, c] = sum_j g[c, j] in[b, t-j, c] (g = f with skip added to tap 0), in[t < 0] = 0;
-// Reverse runs it on time-reversed sequences (for du). Grid: (token ranges of `span` tokens, a
-// multiple of kTcPass; channel groups of 8; B). Dynamic shared memory: tc_smem(M).
+// Reverse runs it on time-reversed sequences (for du). Items q = b P + pass, q < Q = B P, P =
+// passes per sequence. Block k takes channel group k % groups (neighbouring groups, which share
+// 32-byte sectors of memory, run side by side) and items [span (k / groups), + span). rows16:
+// d % 8 == 0 and 16-byte aligned arrays, so a token's 8 channels are one 16-byte copy. Dynamic
+// shared memory: tc_smem(M).
 template <bool Reverse>
-__global__ void __launch_bounds__(kTcThreads, 2)
-    fir_toeplitz_kernel(__nv_bfloat16* out, const __nv_bfloat16* in, const float* f,
-                        const float* skip, int64_t N, int64_t d, int64_t M, int64_t span,
-                        bool aligned16) {
+__global__ void __launch_bounds__(kTcThreads, kTcBlocksPerSm)
+    fir_toeplitz_kernel(__nv_bfloat16* out, const __nv_bfloat16* in, const uint32_t* gpairs,
+                        int64_t N, int64_t d, int64_t M, int64_t Q, int64_t groups, int64_t span,
+                        bool rows16) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int K = int(tc_depth(M)), G = K + 64, W = kTcPass + K - 64;
-  uint32_t* pairs = reinterpret_cast<uint32_t*>(smem);  // [2][8][G]
-  __nv_bfloat16* win =
-      reinterpret_cast<__nv_bfloat16*>(smem + size_t(2 * kTcWarps * G) * 4);  // [8][W]
+  uint32_t* pairs = reinterpret_cast<uint32_t*>(smem);                           // [2][8][G]
+  __nv_bfloat16* win = reinterpret_cast<__nv_bfloat16*>(pairs + 2 * kTcWarps * G);  // [8][W]
+  __nv_bfloat16* raw = win + kTcWarps * W;                                       // [W][8]
+  __nv_bfloat16* stage = raw + kTcWarps * W;                                     // [kTcPass][8]
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t c0 = blockIdx.y * int64_t(kTcWarps), b = blockIdx.z;
-  const int64_t T0 = blockIdx.x * span, T1 = min(N, T0 + span);
-  // Whole 16-byte rows of 8 channels when the width and the pointers allow (the usual case).
-  const bool rows16 = aligned16 && d % 8 == 0 && c0 + 8 <= d;
+  const int64_t P = (N + kTcPass - 1) / kTcPass;
+  const int64_t grp = blockIdx.x % groups, c0 = grp * kTcWarps;
+  const int64_t i0 = blockIdx.x / groups * span, i1 = min(Q, i0 + span);
 
-  // Taps g[x], x <= G, through the window's space as fp32 [8][G + 1] (loads batched in
-  // registers: one memory latency per 8 channels per thread), then the hi / lo pairs.
-  float* taps = reinterpret_cast<float*>(win);
-  for (int x = threadIdx.x; x <= G; x += kTcThreads) {
-    float v[kTcWarps];
-#pragma unroll
-    for (int ch = 0; ch < kTcWarps; ++ch) v[ch] = tc_tap(f, skip, c0 + ch, d, M, x);
-#pragma unroll
-    for (int ch = 0; ch < kTcWarps; ++ch) taps[ch * (G + 1) + x] = v[ch];
-  }
-  __syncthreads();
-  for (int x = threadIdx.x; x < G; x += kTcThreads)
-#pragma unroll
-    for (int ch = 0; ch < kTcWarps; ++ch) {
-      const float v0 = taps[ch * (G + 1) + x], v1 = taps[ch * (G + 1) + x + 1];
-      const __nv_bfloat16 h0 = __float2bfloat16_rn(v0), h1 = __float2bfloat16_rn(v1);
-      pairs[ch * G + x] = pack_bf16(h0, h1);
-      pairs[(kTcWarps + ch) * G + x] = pack_bf16(__float2bfloat16_rn(v0 - __bfloat162float(h0)),
-                                                 __float2bfloat16_rn(v1 - __bfloat162float(h1)));
+  // Window of item it, reversed: position m holds in(token E - m), E = last token of the pass,
+  // zero outside [0, N). fetch copies it token-major into raw (rows16 only); fill moves it into
+  // win[ch][swz64(m)], from raw two positions at a time (one 32-bit store per channel), or
+  // element by element from memory when not rows16.
+  auto item_b = [&](int64_t it) { return it / P; };
+  auto item_tp = [&](int64_t it) { return it % P * kTcPass; };
+  auto fetch = [&](int64_t it) {
+    const int64_t b = item_b(it), E = item_tp(it) + kTcPass - 1;
+    for (int m = threadIdx.x; m < W; m += kTcThreads) {
+      const int64_t tok = E - m;
+      const bool ok = tok >= 0 && tok < N;
+      cp_async16_zfill(raw + m * kTcWarps,
+                       ok ? in + (b * N + phys_token(tok, N, Reverse)) * d + c0 : in, ok);
     }
+  };
+  auto fill = [&](int64_t it) {
+    if (rows16) {
+      uint32_t* w32 = reinterpret_cast<uint32_t*>(win);
+      for (int m = 2 * threadIdx.x; m < W; m += 2 * kTcThreads) {
+        const uint4 a = *reinterpret_cast<const uint4*>(raw + m * kTcWarps);
+        const uint4 c = *reinterpret_cast<const uint4*>(raw + (m + 1) * kTcWarps);
+        const uint32_t aw[4] = {a.x, a.y, a.z, a.w}, cw[4] = {c.x, c.y, c.z, c.w};
+        const int o = swz64(m) / 2;  // swz64 keeps m and m + 1 (m even) adjacent
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {  // word k of a row: channels 2k (low half) and 2k + 1
+          w32[(2 * k) * (W / 2) + o] = __byte_perm(aw[k], cw[k], 0x5410);
+          w32[(2 * k + 1) * (W / 2) + o] = __byte_perm(aw[k], cw[k], 0x7632);
+        }
+      }
+    } else {
+      const int64_t b = item_b(it), E = item_tp(it) + kTcPass - 1;
+      for (int i = threadIdx.x; i < kTcWarps * W; i += kTcThreads) {
+        const int ch = i / W, m = i % W;
+        const int64_t tok = E - m, c = c0 + ch;
+        win[ch * W + swz64(m)] = tok >= 0 && tok < N && c < d
+                                     ? in[(b * N + phys_token(tok, N, Reverse)) * d + c]
+                                     : __float2bfloat16_rn(0.f);
+      }
+    }
+  };
+
   const int grow = lane / 4, gcol = lane % 4;  // the mma fragments' row and column groups
   // This lane's ldmatrix row: tile mi = lane / 8 covers column 8 (mi / 2) + lane % 8 and
   // depth half mi % 2; at k-step s it starts at window element W - K - 64 n + 16 s + 8 half.
@@ -481,42 +552,21 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   const uint32_t* ph = pairs + warp * G + grow + 2 * gcol;  // P(x) = ph[x - grow - 2 gcol]
   const uint32_t* pl = ph + kTcWarps * G;
 
-  for (int64_t Tp = T0; Tp < T1; Tp += kTcPass) {
-    __syncthreads();  // pairs written and taps read; the previous pass's window reads are done
-    // Window, reversed: win[ch][swz64(m)] = in(token E - m) with E = Tp + kTcPass - 1, zero
-    // outside [0, N). Loads to registers first, then to shared memory.
-    const int64_t E = Tp + kTcPass - 1;
-    if (rows16) {
-      for (int m0 = 0; m0 < W; m0 += 4 * kTcThreads) {
-        uint4 v[4];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const int m = m0 + k * kTcThreads + threadIdx.x;
-          const int64_t tok = E - m;
-          v[k] = make_uint4(0, 0, 0, 0);
-          if (m < W && tok >= 0 && tok < N)
-            v[k] = *reinterpret_cast<const uint4*>(in + (b * N + phys_token(tok, N, Reverse)) * d +
-                                                   c0);
-        }
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-          const int m = m0 + k * kTcThreads + threadIdx.x;
-          if (m >= W) continue;
-          const __nv_bfloat16* e = reinterpret_cast<const __nv_bfloat16*>(&v[k]);
-#pragma unroll
-          for (int ch = 0; ch < kTcWarps; ++ch) win[ch * W + swz64(m)] = e[ch];
-        }
-      }
-    } else {
-      for (int i = threadIdx.x; i < kTcWarps * W; i += kTcThreads) {
-        const int ch = i / W, m = i % W;
-        const int64_t tok = E - m, c = c0 + ch;
-        win[ch * W + swz64(m)] = tok >= 0 && tok < N && c < d
-                                     ? in[(b * N + phys_token(tok, N, Reverse)) * d + c]
-                                     : __float2bfloat16_rn(0.f);
-      }
-    }
-    __syncthreads();
+  {
+    const uint32_t* src = gpairs + grp * 2 * kTcWarps * G;
+    for (int q = threadIdx.x; q < kTcWarps * G / 2; q += kTcThreads)
+      cp_async16(pairs + 4 * q, src + 4 * q);
+  }
+  if (rows16) fetch(i0);
+  cp_async_commit();
+  cp_async_wait<0>();
+  __syncthreads();
+  fill(i0);
+  __syncthreads();
+  for (int64_t it = i0; it < i1; ++it) {
+    // raw was moved into win before the last barrier: the next window may come in.
+    if (rows16 && it + 1 < i1) fetch(it + 1);
+    cp_async_commit();
 
     float acc[4][2][4];
 #pragma unroll
@@ -553,10 +603,11 @@ __global__ void __launch_bounds__(kTcThreads, 2)
 #pragma unroll
       for (int k = 0; k < 7; ++k) hi[k] = hi[k + 8], lo[k] = lo[k + 8];
     }
-    __syncthreads();  // every warp is done with the window: it becomes the output stage
-    // stage[i][ch]: output token Tp + i of channel c0 + ch. Accumulator e of (mt, nt) is row
-    // p = 16 mt + grow + 8 (e / 2), column n = 8 nt + 2 gcol + e % 2, token 64 n + p.
-    __nv_bfloat16* stage = win;  // [kTcPass][8]
+    __syncthreads();  // window reads done; the previous item's stage is stored
+    // stage[i][ch ^ 2 r(i)], r(i) = (i >> 7) & 3: output token Tp + i of channel c0 + ch.
+    // Accumulator e of (mt, nt) is row p = 16 mt + grow + 8 (e / 2), column n = 8 nt + 2 gcol
+    // + e % 2, token i = 64 n + p; the lanes of one gcol share i mod 8 (the 16-byte slot in
+    // 128 bytes), and the XOR by r(i) = gcol (+ constants) puts the 4 gcol in 4 different banks.
 #pragma unroll
     for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
@@ -564,17 +615,29 @@ __global__ void __launch_bounds__(kTcThreads, 2)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int p = 16 * mt + grow + 8 * (e / 2), n = 8 * nt + 2 * gcol + e % 2;
-          stage[(64 * n + p) * kTcWarps + warp] = __float2bfloat16_rn(acc[mt][nt][e]);
+          const int i = 64 * n + p;
+          stage[i * kTcWarps + (warp ^ (2 * ((i >> 7) & 3)))] = __float2bfloat16_rn(acc[mt][nt][e]);
         }
+    if (it + 1 < i1) {
+      cp_async_wait<0>();
+      __syncthreads();  // the next window landed for every thread
+      fill(it + 1);
+    }
     __syncthreads();
+    const int64_t b = item_b(it), Tp = item_tp(it);
     for (int i = threadIdx.x; i < kTcPass; i += kTcThreads) {
       const int64_t tok = Tp + i;
-      if (tok >= T1) break;
+      if (tok >= N) break;
       __nv_bfloat16* o = out + (b * N + phys_token(tok, N, Reverse)) * d + c0;
+      const int r = (i >> 7) & 3;  // channel word k of the row sits in word k ^ r
       if (rows16) {
-        *reinterpret_cast<uint4*>(o) = *reinterpret_cast<const uint4*>(stage + i * kTcWarps);
+        uint4 v = *reinterpret_cast<const uint4*>(stage + i * kTcWarps);
+        if (r & 1) v = make_uint4(v.y, v.x, v.w, v.z);
+        if (r & 2) v = make_uint4(v.z, v.w, v.x, v.y);
+        *reinterpret_cast<uint4*>(o) = v;
       } else {
-        for (int ch = 0; ch < kTcWarps && c0 + ch < d; ++ch) o[ch] = stage[i * kTcWarps + ch];
+        for (int ch = 0; ch < kTcWarps && c0 + ch < d; ++ch)
+          o[ch] = stage[i * kTcWarps + (ch ^ (2 * r))];
       }
     }
   }
@@ -590,31 +653,45 @@ bool raise_smem_limit(Kernel kernel) {
   return true;
 }
 
-// Tokens per block of fir_toeplitz_kernel: passes enough for a few waves of blocks, each block
-// reusing its taps for up to 8 passes of 1024 tokens.
-int64_t tc_span(int64_t B, int64_t N, int64_t d) {
-  const int64_t blocks_at_one = (N + kTcPass - 1) / kTcPass * ((d + kTcWarps - 1) / kTcWarps) * B;
-  return std::clamp<int64_t>(blocks_at_one / (8 * int64_t(sm_count())), 1, 8) * kTcPass;
+// The conv kernel's split: groups of 8 channels, each cut into blocks of span passes (of the
+// Q = B P), span chosen for the fewest passes on the busiest block slot (kTcBlocksPerSm per SM),
+// ties to the longer span (more passes that overlap their loads with the products).
+struct TcSplit {
+  int64_t groups, Q, span, blocks, busiest;  // busiest: passes per slot, over all waves
+};
+TcSplit tc_split(int64_t B, int64_t N, int64_t d) {
+  TcSplit s{(d + kTcWarps - 1) / kTcWarps, B * ((N + kTcPass - 1) / kTcPass), 0, 0, 0};
+  const int64_t slots = kTcBlocksPerSm * int64_t(sm_count());
+  for (int64_t span = 1; span <= std::min<int64_t>(s.Q, 64); ++span) {
+    const int64_t blocks = s.groups * ((s.Q + span - 1) / span);
+    const int64_t busiest = (blocks + slots - 1) / slots * span;
+    if (s.span == 0 || busiest <= s.busiest) s.span = span, s.blocks = blocks, s.busiest = busiest;
+  }
+  return s;
 }
 
 void toeplitz_conv(__nv_bfloat16* out, const __nv_bfloat16* in, const float* f, const float* skip,
                    int64_t B, int64_t N, int64_t d, int64_t M, bool reverse) {
   FELA_CHECK(toeplitz_fits(M), "[fno_conv] M = ", M, " taps need ", tc_smem(M),
              " bytes of shared memory in the Toeplitz method, more than its ", kTcMaxSmem);
-  const int64_t groups = (d + kTcWarps - 1) / kTcWarps;
-  FELA_CHECK(B < 65536 && groups < 65536, "[fno_conv] B = ", B, ", d = ", d,
-             " exceed the CUDA grid");
-  const int64_t span = tc_span(B, N, d);
-  const dim3 grid(unsigned((N + span - 1) / span), unsigned(groups), unsigned(B));
+  const TcSplit sp = tc_split(B, N, d);
+  const int64_t G = tc_depth(M) + 64;
+  FELA_CHECK(sp.blocks < (int64_t(1) << 31) && sp.groups * kTcWarps < 65536, "[fno_conv] B = ", B,
+             ", N = ", N, ", d = ", d, " exceed the CUDA grid");
+  Scratch pairs(size_t(sp.groups * 2 * kTcWarps * G) * sizeof(uint32_t));
+  tc_pairs_kernel<<<dim3(blocks_for(G / 4, 128), unsigned(sp.groups * kTcWarps)), 128, 0,
+                    stream()>>>(pairs.as<uint32_t>(), f, skip, d, M, int(G));
+  CUDA_CHECK_LAUNCH();
   const size_t smem = tc_smem(M);
   auto kernel = reverse ? fir_toeplitz_kernel<true> : fir_toeplitz_kernel<false>;
   // Raise each instantiation's dynamic shared-memory limit once (thread-safe statics).
   static const bool raised_forward = raise_smem_limit(fir_toeplitz_kernel<false>);
   static const bool raised_reverse = raise_smem_limit(fir_toeplitz_kernel<true>);
   (void)raised_forward, (void)raised_reverse;
-  const bool aligned16 =
-      reinterpret_cast<uintptr_t>(out) % 16 == 0 && reinterpret_cast<uintptr_t>(in) % 16 == 0;
-  kernel<<<grid, kTcThreads, smem, stream()>>>(out, in, f, skip, N, d, M, span, aligned16);
+  const bool rows16 = d % 8 == 0 && reinterpret_cast<uintptr_t>(out) % 16 == 0 &&
+                      reinterpret_cast<uintptr_t>(in) % 16 == 0;
+  kernel<<<unsigned(sp.blocks), kTcThreads, smem, stream()>>>(
+      out, in, pairs.as<uint32_t>(), N, d, M, sp.Q, sp.groups, sp.span, rows16);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -684,16 +761,6 @@ __global__ void __launch_bounds__(256)
     v.w = __byte_perm(w[6][c / 2], w[7][c / 2], sel);
     *reinterpret_cast<uint4*>(dst + c * len) = v;
   }
-}
-
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
-  const uint32_t a = uint32_t(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(a), "l"(gmem));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n"); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
 // Transposed 8 x 8 tiles (ldmatrix .trans): lane l gives the address of row l % 8 of tile l / 8.
@@ -1039,38 +1106,23 @@ __global__ void df_from_spectrum_kernel(float* df, const float* Sr, int64_t ld, 
   df[i] += Sr[c * ld + j] / float(L);
 }
 
-// partial[z, c] = sum over the rows r of chunk z of a[r, c] b[r, c] (tiles of 32 columns x 8
-// threads down the rows, as rmsnorm's dg).
+// partial[z, c] = sum over the rows r of chunk z of a[r, c] b[r, c] (column_chunk_sum).
 __global__ void column_dot_partial_kernel(float* partial, const __nv_bfloat16* a,
                                           const __nv_bfloat16* b, int64_t R, int64_t d,
-                                          int64_t chunk) {
-  __shared__ float tile[8][33];
-  const int64_t c = blockIdx.y * int64_t(32) + threadIdx.x;
-  const int64_t r0 = blockIdx.x * chunk, r1 = min(r0 + chunk, R);
-  float acc = 0.f;
-  if (c < d)
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8)
-      acc += load(a, r * d + c) * load(b, r * d + c);
-  tile[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && c < d) {
-    float s = 0.f;
-    for (int k = 0; k < 8; ++k) s += tile[k][threadIdx.x];
-    partial[blockIdx.x * d + c] = s;
-  }
+                                          int64_t rows) {
+  column_chunk_sum(partial, R, d, rows,
+                   [&](int64_t k, int64_t) { return load(a, k) * load(b, k); });
 }
 
 // dskip[c] += sum_r dy[r, c] u[r, c] over the R = B N rows, in a fixed order.
 void skip_grad(float* dskip, const __nv_bfloat16* dy, const __nv_bfloat16* u, int64_t R,
                int64_t d) {
-  const int64_t chunk = std::max<int64_t>(64, (R + 1023) / 1024);
-  const int64_t chunks = (R + chunk - 1) / chunk;
-  Scratch partial(size_t(chunks * d) * sizeof(float));  // [chunks, d]
-  const dim3 grid(unsigned(chunks), unsigned((d + 31) / 32));
-  column_dot_partial_kernel<<<grid, dim3(32, 8), 0, stream()>>>(partial.as<float>(), dy, u, R, d,
-                                                                chunk);
+  const ColumnChunks ch = column_chunks(R);
+  Scratch partial(size_t(ch.count * d) * sizeof(float));  // [chunks, d]
+  column_dot_partial_kernel<<<column_tiles(d, ch), dim3(32, kSumRows), 0, stream()>>>(
+      partial.as<float>(), dy, u, R, d, ch.rows);
   CUDA_CHECK_LAUNCH();
-  add_chunk_sums(dskip, partial.as<float>(), chunks, d);
+  add_chunk_sums(dskip, partial.as<float>(), ch.count, d);
 }
 
 // Spectra of the zero-padded taps scaled by 1/L: F [d, H] complex in rows of ld = 2H floats.
@@ -1145,22 +1197,23 @@ void fft_backward(__nv_bfloat16* du, float* df, float* dskip, const __nv_bfloat1
 // Method choice.
 
 // Auto's cost model: seconds on an H100, fitted to bench_fno's measurements of 2026-11-23
-// (bench/README.md; M = 512, d = 768 and 2048, 8 x 1024 to 1 x 65536 tokens):
+// (bench/README.md; M = 512, d = 768 and 2048, 8 x 1024 to 1 x 65536 tokens; Toeplitz refitted
+// on 2026-11-24 after its conv kernel overlapped its loads):
 //   Direct    fp32 FLOP/s on the taps its tiles compute (whole 128-token tiles and 16- or 64-tap
 //             chunks): 22 T forward; df (64-token tiles and 128-lag tiles) 18 T.
-//   Toeplitz  bf16 tensor FLOP/s on its products plus a time per wave of blocks (taps and
-//             windows loaded, antidiagonals summed): y and du 4 K per token and channel (hi and
-//             lo taps; whole 1024-token passes and 8-channel groups) at 229 T plus 8.6 us per
-//             wave of 2 blocks per SM; df 2 K per token and channel at 58 T (its transposing
-//             pass included) plus 13 us per wave of 1 block per SM.
+//   Toeplitz  bf16 tensor FLOP/s on its products plus fixed times: y and du 4 K per token and
+//             channel (hi and lo taps; whole 1024-token passes and 8-channel groups), counted
+//             as if every block slot had as many passes as the busiest (tc_split), at 328 T
+//             plus 14.5 us (the pairs kernel, the first loads); df 2 K per token and channel at
+//             99 T (its transposing pass included) plus 3.5 us per wave of 1 block per SM
+//             (bwd - fwd of the 2026-11-24 run: the df part of the backward).
 //   Fft       seconds per point of its transform rows (power-of-two lengths): 17 ps forward,
 //             27 ps backward (24-28 measured).
-// Those predict the measured times within 5% (Toeplitz) and 9% (Direct) and pick the measured
-// fastest method in all 20 rows (10 shapes, forward and backward) but two, where Fft's backward
-// was faster by 4% and 0.2%.
+// Those predict the measured times within 7% (Toeplitz) and 9% (Direct) and pick the measured
+// fastest method, Toeplitz, in all 20 rows (10 shapes, forward and backward).
 constexpr double kDirectFlops = 22e12, kDirectGradFlops = 18e12;
-constexpr double kTcFlops = 229e12, kTcWaveSeconds = 8.6e-6;
-constexpr double kTcGradFlops = 58e12, kTcGradWaveSeconds = 13e-6;
+constexpr double kTcFlops = 328e12, kTcStartSeconds = 14.5e-6;
+constexpr double kTcGradFlops = 99e12, kTcGradWaveSeconds = 3.5e-6;
 constexpr double kFftForwardSecondsPerPoint = 17e-12, kFftBackwardSecondsPerPoint = 27e-12;
 
 double direct_seconds(int64_t B, int64_t N, int64_t d, int64_t M) {
@@ -1175,11 +1228,9 @@ double direct_grad_seconds(int64_t B, int64_t N, int64_t d, int64_t M) {
 double toeplitz_seconds(int64_t B, int64_t N, int64_t d, int64_t M, bool grad) {
   const int64_t passes = B * ((N + kTcPass - 1) / kTcPass), sms = sm_count();
   const double tokens = double(passes) * kTcPass;
-  if (!grad) {
-    const int64_t groups = (d + kTcWarps - 1) / kTcWarps, span = tc_span(B, N, d);
-    const int64_t blocks = (N + span - 1) / span * groups * B;
-    return 4.0 * tokens * double(groups * kTcWarps) * double(tc_depth(M)) / kTcFlops +
-           double((blocks + 2 * sms - 1) / (2 * sms)) * kTcWaveSeconds;
+  if (!grad) {  // the busiest block slot's passes, as if every slot had as many
+    const double busiest = double(tc_split(B, N, d).busiest * kTcBlocksPerSm * sms);
+    return 4.0 * busiest * kTcPass * kTcWarps * double(tc_depth(M)) / kTcFlops + kTcStartSeconds;
   }
   const int64_t blocks = df_split(passes, d).nz * d;
   return 2.0 * tokens * double(d) * double(tc_depth(M)) / kTcGradFlops +
