@@ -51,6 +51,7 @@ constexpr int kMaxStep = 16;                // token counts the step kernel take
 constexpr double kDiagSpan = 40.0;          // largest block decay span for the factored diagonal
 constexpr int kMul = 25;                    // multipliers per channel: P[16], E[4], F[4], GL
 constexpr int kScanBatch = 8;               // spans whose loads the scan kernels issue together
+constexpr int kCSlot = 8, kDSlot = 12;      // rows of c_J and d_J in the cd array of doubles
 
 using bf16 = __nv_bfloat16;
 
@@ -77,6 +78,8 @@ struct Params {
   int nc, cps, nsp;  // chunks, chunks per span, spans
   float scale;
   bool vec, vec_qk, vec_a;  // v (and dO), q and k, a rows can be read 16 bytes at a time
+  bool pair_v, pair_k;      // dv, dq and dk, da take two adjacent columns in one store (o does
+  bool pair_a;              // not: its kernel, held to 80 registers, would spill more)
 };
 
 // ---- shared memory ----------------------------------------------------------------------------
@@ -89,11 +92,12 @@ struct Smem {
   int sq, sv, sh;  // elements per row: [kC, DKP] arrays, [kC, DVP] bf16 arrays, [DKP, DVP] states
   int qr, kr;      // bf16 [kC, sq]: raw q, k
   int qb, ke;      // fp32 [kC, sq]: QB, KE
-  int beta;        // fp32 [kC, sq]: raw a until prepare turns it into BETA
+  int beta;        // fp32 [kC, sq]: raw a until prepare turns it into BETA; the recurrences,
+                   // which need no BETA, stage a in their KE or QB (5 CTAs fit an SM at Dk 32)
   int v, dO;       // bf16 [kC, sv]
   int hs, dhs;     // fp32 [DKP, sh]: state S, dL/dS
   int mul;         // fp32 [kMul, DKP]: P[J*4+K], E[J], F[K], GL
-  int cd;          // double [12, DKP]: block sums, c_J, d_J
+  int cd;          // double [16, DKP]: half-block sums, c_J, d_J (kCSlot, kDSlot)
   int ld;          // double [DKP]: log decay since the span start
   int flags;       // int [4]: diagonal block J needs the channel-by-channel scores
   int tot, acc;    // fp32 [4, DKP] block totals and [DKP] later-chunk part, for da
@@ -120,13 +124,13 @@ __host__ __device__ inline Smem smem_layout(int dkp, int dvp, Kind kind) {
   m.kr = carve(at, kC * m.sq * 2, st || out || gr);
   m.qb = carve(at, kC * m.sq * 4, out || ds || gr);
   m.ke = carve(at, kC * m.sq * 4, st || out || gr);
-  m.beta = carve(at, kC * m.sq * 4, true);
+  m.beta = st ? m.ke : ds ? m.qb : carve(at, kC * m.sq * 4, true);
   m.v = carve(at, kC * m.sv * 2, st || out || gr);
   m.dO = carve(at, kC * m.sv * 2, ds || gr);
   m.hs = carve(at, dkp * m.sh * 4, st || out || gr);
   m.dhs = carve(at, dkp * m.sh * 4, ds || gr);
   m.mul = carve(at, kMul * dkp * 4, true);
-  m.cd = carve(at, 12 * dkp * 8, true);
+  m.cd = carve(at, 16 * dkp * 8, true);
   m.ld = carve(at, dkp * 8, st || ds);
   m.flags = carve(at, 4 * 4, true);
   m.tot = carve(at, 4 * dkp * 4, gr);
@@ -182,27 +186,12 @@ __device__ __forceinline__ FragA frag_a(F f) {
   const Split s2 = split(f(g, c + 8), f(g, c + 9)), s3 = split(f(g + 8, c + 8), f(g + 8, c + 9));
   return {{s0.hi, s1.hi, s2.hi, s3.hi}, {s0.lo, s1.lo, s2.lo, s3.lo}};
 }
-// f returns values that bf16 holds exactly.
-template <class F>
-__device__ __forceinline__ void frag_a_exact(uint32_t (&a)[4], F f) {
-  const int g = lane_g(), c = 2 * lane_c();
-  a[0] = pack(f(g, c), f(g, c + 1));
-  a[1] = pack(f(g + 8, c), f(g + 8, c + 1));
-  a[2] = pack(f(g, c + 8), f(g, c + 9));
-  a[3] = pack(f(g + 8, c + 8), f(g + 8, c + 9));
-}
 // f(k, n) with k in 0..15, n in 0..7.
 template <class F>
 __device__ __forceinline__ FragB frag_b(F f) {
   const int g = lane_g(), c = 2 * lane_c();
   const Split s0 = split(f(c, g), f(c + 1, g)), s1 = split(f(c + 8, g), f(c + 9, g));
   return {{s0.hi, s1.hi}, {s0.lo, s1.lo}};
-}
-template <class F>
-__device__ __forceinline__ void frag_b_exact(uint32_t (&b)[2], F f) {
-  const int g = lane_g(), c = 2 * lane_c();
-  b[0] = pack(f(c, g), f(c + 1, g));
-  b[1] = pack(f(c + 8, g), f(c + 9, g));
 }
 // Two C fragments (columns 0..7 and 8..15), times mul, as the A fragment of a 16x16 block.
 __device__ __forceinline__ FragA frag_from_acc(const float (&c0)[4], const float (&c1)[4],
@@ -237,9 +226,88 @@ __device__ __forceinline__ void mma_be(float (&d)[4], const uint32_t (&a)[4], co
   mma(d, a, b.hi[0], b.hi[1]);
 }
 
+// Fragments straight from shared memory: ldmatrix for bf16 tiles (one instruction per two 8 x 16
+// pieces instead of eight 2-byte loads), 8-byte loads of fp32 pairs that are adjacent in k.
+// Row starts and the column offsets used are 16-byte aligned (rows of sv, sq elements).
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p, bool trans) {
+  const uint32_t a = uint32_t(__cvta_generic_to_shared(p));
+  if (trans)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+// A fragment of the 16 x 16 bf16 block X[r][k] (rows ld apart).
+__device__ __forceinline__ void lda_bf(uint32_t (&a)[4], const bf16* X, int ld) {
+  const int l = threadIdx.x % 32;
+  ldsm_x4(a, X + ((l & 7) + (l & 8)) * ld + (l & 16) / 2, false);
+}
+// B fragments of n-tiles 0 and 1 (n 0..7, 8..15) of a bf16 block stored as X[n][k] (nk) or
+// X[k][n] (kn), rows ld apart.
+__device__ __forceinline__ void ldb_bf(uint32_t (&b0)[2], uint32_t (&b1)[2], const bf16* X, int ld,
+                                       bool kn) {
+  const int l = threadIdx.x % 32;
+  uint32_t r[4];
+  if (kn)
+    ldsm_x4(r, X + ((l & 7) + (l & 8)) * ld + (l & 16) / 2, true);
+  else
+    ldsm_x4(r, X + ((l & 7) + (l & 16) / 2) * ld + (l & 8), false);
+  b0[0] = r[0];
+  b0[1] = r[1];
+  b1[0] = r[2];
+  b1[1] = r[3];
+}
+// x[0..1] m[0..1] s split (m null: ones).
+__device__ __forceinline__ Split split2(const float* x, const float* m, float s) {
+  const float2 v = *reinterpret_cast<const float2*>(x);
+  const float2 f = m ? *reinterpret_cast<const float2*>(m) : make_float2(1.f, 1.f);
+  return split(v.x * f.x * s, v.y * f.y * s);
+}
+// A fragment of X[r][k] m[k] s, fp32, rows ld apart.
+__device__ __forceinline__ FragA lda_f32(const float* X, int ld, const float* m, float s) {
+  const int g = lane_g(), c = 2 * lane_c();
+  const float* m0 = m ? m + c : nullptr;
+  const float* m8 = m ? m + c + 8 : nullptr;
+  const Split s0 = split2(X + g * ld + c, m0, s), s1 = split2(X + (g + 8) * ld + c, m0, s);
+  const Split s2 = split2(X + g * ld + c + 8, m8, s), s3 = split2(X + (g + 8) * ld + c + 8, m8, s);
+  return {{s0.hi, s1.hi, s2.hi, s3.hi}, {s0.lo, s1.lo, s2.lo, s3.lo}};
+}
+// B fragment (k 0..15, n 0..7) of X[n][k] m[k] s, fp32, rows ld apart.
+__device__ __forceinline__ FragB ldb_f32(const float* X, int ld, const float* m, float s) {
+  const int g = lane_g(), c = 2 * lane_c();
+  const Split s0 = split2(X + g * ld + c, m ? m + c : nullptr, s);
+  const Split s1 = split2(X + g * ld + c + 8, m ? m + c + 8 : nullptr, s);
+  return {{s0.hi, s1.hi}, {s0.lo, s1.lo}};
+}
+
 // Row and column of C-fragment element e of n-tile nt (within a 16-row block).
 __device__ __forceinline__ int c_row(int e) { return lane_g() + 8 * (e >> 1); }
 __device__ __forceinline__ int c_col(int nt, int e) { return 8 * nt + 2 * lane_c() + (e & 1); }
+
+// Columns j, j + 1 (j even) of an output row: one store of both where `pair` (even row widths and
+// an array aligned to the pair: every pair is aligned) and both exist, else one by one. Halves
+// the store instructions and the sectors they touch, as the C fragments hold such pairs.
+__device__ __forceinline__ void store_pair(bf16* row, int j, int cols, float x0, float x1,
+                                           bool pair) {
+  if (pair && j + 1 < cols) {
+    *reinterpret_cast<__nv_bfloat162*>(row + j) = __floats2bfloat162_rn(x0, x1);
+  } else {
+    if (j < cols) row[j] = __float2bfloat16_rn(x0);
+    if (j + 1 < cols) row[j + 1] = __float2bfloat16_rn(x1);
+  }
+}
+__device__ __forceinline__ void store_pair(float* row, int j, int cols, float x0, float x1,
+                                           bool pair) {
+  if (pair && j + 1 < cols) {
+    *reinterpret_cast<float2*>(row + j) = make_float2(x0, x1);
+  } else {
+    if (j < cols) row[j] = x0;
+    if (j + 1 < cols) row[j + 1] = x1;
+  }
+}
 
 // ---- per-chunk staging ------------------------------------------------------------------------
 
@@ -259,10 +327,19 @@ __device__ __forceinline__ int64_t voff(const Params& p, int64_t bh, int t0) {
 __device__ __forceinline__ float zero_of(const float*) { return 0.f; }
 __device__ __forceinline__ bf16 zero_of(const bf16*) { return __float2bfloat16_rn(0.f); }
 
+// 16 bytes global -> shared without passing through registers; zeros when !full.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool full) {
+  const uint32_t d = uint32_t(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src),
+               "r"(full ? 16 : 0)
+               : "memory");
+}
+
 // A [kC, cols] tile of a token-major array (rows ld elements apart) into shared memory (rows sd
-// elements apart), zero past `rows` and past `cols` up to pcols. Each thread issues a batch of
-// loads before it stores any, so that their latencies overlap; 16-byte pieces when vec (cols and
-// pcols whole pieces, src and ld 16-byte aligned).
+// elements apart), zero past `rows` and past `cols` up to pcols. When vec (cols and pcols whole
+// 16-byte pieces, src and ld 16-byte aligned) by cp.async: every tile of a chunk is in flight at
+// once, and the caller's loads of states overlap them; prepare waits for them. Otherwise each
+// thread issues a batch of loads before it stores any, so that their latencies overlap.
 template <class T>
 __device__ void stage_tile(T* dst, int sd, const T* src, int64_t ld, int rows, int cols, int pcols,
                            bool vec) {
@@ -270,20 +347,10 @@ __device__ void stage_tile(T* dst, int sd, const T* src, int64_t ld, int rows, i
   if (vec) {
     constexpr int E = 16 / sizeof(T);
     const int per = pcols / E, n = kC * per;
-    for (int i0 = threadIdx.x; i0 < n; i0 += int(blockDim.x) * kBatch) {
-      uint4 x[kBatch];
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        const int it = i0 + u * int(blockDim.x), r = it / per, j = it % per * E;
-        x[u] = make_uint4(0, 0, 0, 0);
-        if (it < n && r < rows && j < cols)
-          x[u] = *reinterpret_cast<const uint4*>(src + r * ld + j);
-      }
-#pragma unroll
-      for (int u = 0; u < kBatch; ++u) {
-        const int it = i0 + u * int(blockDim.x), r = it / per, j = it % per * E;
-        if (it < n) *reinterpret_cast<uint4*>(dst + r * sd + j) = x[u];
-      }
+    for (int it = threadIdx.x; it < n; it += blockDim.x) {
+      const int r = it / per, j = it % per * E;
+      const bool full = r < rows && j < cols;
+      cp_async16(dst + r * sd + j, full ? src + r * ld + j : src, full);
     }
   } else {
     const int n = kC * pcols;
@@ -316,58 +383,81 @@ __device__ void stage_chunk(const Smem& m, char* sm, const Params& p, int64_t bh
 }
 
 // After stage_chunk: fills the arrays of the kernel's layout (QB, KE; BETA over the raw a), the
-// multipliers, the fallback flags, and in cd the block sums, c_J and d_J (doubles). Rows past the
-// sequence and channels past Dk were staged as zeros (a = 0). Starts and ends with a barrier.
+// multipliers, the fallback flags, and in cd the half-block sums, c_J and d_J (doubles). Rows past
+// the sequence and channels past Dk were staged as zeros (a = 0). Waits for the chunk's cp.async
+// copies; starts and ends with a barrier. Work items are half blocks (h, J, i): 8 tokens of block
+// J, channel i, so that the serial chain of sums and exponentials is 8 long and every thread
+// takes part; the multipliers are one exponential per item.
 template <int DKP>
 __device__ void prepare(const Smem& m, char* sm) {
   const int tid = threadIdx.x, sq = m.sq;
-  double* sigma = at<double>(sm, m.cd);
-  double* cc = sigma + 4 * DKP;
-  double* dd = sigma + 8 * DKP;
+  double* half = at<double>(sm, m.cd);  // [8, DKP]: sum of a over half block 2 J + h
+  double* cc = half + kCSlot * DKP;
+  double* dd = half + kDSlot * DKP;
   int* flags = at<int>(sm, m.flags);
   float* AB = at<float>(sm, m.beta);  // raw a, overwritten by BETA element by element
+  const bool keep_beta = m.beta != m.qb && m.beta != m.ke;  // else a is overwritten by QB or KE
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
   if (tid < 4) flags[tid] = 0;
   __syncthreads();
-  // Item (J, i) reads only block J of channel i, in both loops, on the same thread: each a is
-  // read before its BETA replaces it.
-  for (int it = tid; it < 4 * DKP; it += blockDim.x) {  // it = J DKP + i
-    const int J = it / DKP, i = it % DKP;
+  for (int it = tid; it < 8 * DKP; it += blockDim.x) {  // it = (2 J + h) DKP + i
+    const int hb = it / DKP, i = it % DKP;
     double s = 0;
 #pragma unroll
-    for (int u = 0; u < 16; ++u) s += AB[(16 * J + u) * sq + i];
-    sigma[it] = s;
+    for (int u = 0; u < 8; ++u) s += AB[(8 * hb + u) * sq + i];
+    half[it] = s;
   }
   __syncthreads();
-  for (int it = tid; it < 4 * DKP; it += blockDim.x) {
-    const int J = it / DKP, i = it % DKP;
+  // Item (h, J, i) rewrites only its own 8 tokens of channel i, each after reading it; a_0 of the
+  // block, which both halves read, keeps its raw value until the next phase writes token 0's
+  // BETA_0 = 0 and, where a shares their array, its QB and KE.
+  for (int it = tid; it < 8 * DKP; it += blockDim.x) {
+    const int hb = it / DKP, J = hb / 2, h = hb % 2, i = it % DKP;
     const double a0 = AB[16 * J * sq + i];
     double c = a0;
-    for (int K = 0; K < J; ++K) c += sigma[K * DKP + i];
-    const double bend = sigma[it] - a0;  // BETA at the block's last token
-    cc[it] = c;
-    dd[it] = c + bend;
-    if (-bend > kDiagSpan) atomicOr(&flags[J], 1);
-    double beta = 0;
+    for (int K = 0; K < J; ++K) c += half[2 * K * DKP + i] + half[(2 * K + 1) * DKP + i];
+    const double bend = half[2 * J * DKP + i] + half[(2 * J + 1) * DKP + i] - a0;  // BETA_15
+    if (h == 0) {
+      cc[J * DKP + i] = c;
+      dd[J * DKP + i] = c + bend;
+      if (-bend > kDiagSpan) atomicOr(&flags[J], 1);
+    }
+    double beta = (h ? half[2 * J * DKP + i] : 0.0) - a0;  // BETA before the first token, less a
 #pragma unroll 4
-    for (int u = 0; u < 16; ++u) {
-      const int x = (16 * J + u) * sq + i;
-      if (u) beta += AB[x];
+    for (int u = 0; u < 8; ++u) {
+      const int x = (16 * J + 8 * h + u) * sq + i;
+      beta += AB[x];
+      if (h == 0 && u == 0) continue;
       if (m.qb >= 0) at<float>(sm, m.qb)[x] = bf(at<bf16>(sm, m.qr)[x]) * expf(float(beta));
       if (m.ke >= 0) at<float>(sm, m.ke)[x] = bf(at<bf16>(sm, m.kr)[x]) * expf(float(bend - beta));
-      AB[x] = float(beta);
+      if (keep_beta) AB[x] = float(beta);
     }
   }
   __syncthreads();
   float* mul = at<float>(sm, m.mul);
-  for (int i = tid; i < DKP; i += blockDim.x) {
-    for (int J = 0; J < 4; ++J) {
-      const double c = cc[J * DKP + i];
-      for (int K = 0; K <= J; ++K)  // P_JJ is only used below kDiagSpan; the clamp keeps it finite
-        mul[(J * 4 + K) * DKP + i] = expf(float(fmin(c - dd[K * DKP + i], 80.0)));
-      mul[(16 + J) * DKP + i] = expf(float(c));
-      mul[(20 + J) * DKP + i] = expf(float(dd[3 * DKP + i] - dd[J * DKP + i]));
+  for (int it = tid; it < 4 * DKP; it += blockDim.x) {  // token 0 of block J: BETA_0 = 0
+    const int J = it / DKP, i = it % DKP, x = 16 * J * sq + i;
+    if (m.qb >= 0) at<float>(sm, m.qb)[x] = bf(at<bf16>(sm, m.qr)[x]);
+    if (m.ke >= 0)
+      at<float>(sm, m.ke)[x] = bf(at<bf16>(sm, m.kr)[x]) * expf(float(dd[it] - cc[it]));
+    if (keep_beta) AB[x] = 0.f;
+  }
+  for (int it = tid; it < kMul * DKP; it += blockDim.x) {  // it = multiplier DKP + i
+    const int x = it / DKP, i = it % DKP;
+    double e;
+    // P_JK (K <= J) is used only below kDiagSpan on the diagonal; the clamp keeps it finite.
+    if (x < 16) {
+      const int J = x / 4, K = x % 4;
+      if (K > J) continue;
+      e = fmin(cc[J * DKP + i] - dd[K * DKP + i], 80.0);
+    } else if (x < 20) {
+      e = cc[(x - 16) * DKP + i];
+    } else if (x < 24) {
+      e = dd[3 * DKP + i] - dd[(x - 20) * DKP + i];
+    } else {
+      e = dd[3 * DKP + i];
     }
-    mul[24 * DKP + i] = expf(float(dd[3 * DKP + i]));
+    mul[it] = expf(float(e));
   }
   __syncthreads();
 }
@@ -433,11 +523,11 @@ __device__ void state_step(float* X, int sh, const float* R, int sq, const float
         return R[(16 * ks + k) * sq + i] * M[ks * DKP + i] * scale;
       });
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        uint32_t fb[2];
-        frag_b_exact(
-            fb, [&](int k, int n) { return bf(Y[(16 * ks + k) * sv + 32 * gc + 8 * nt + n]); });
-        mma_ae(acc[nt], fa, fb);
+      for (int nt = 0; nt < 4; nt += 2) {
+        uint32_t fb0[2], fb1[2];
+        ldb_bf(fb0, fb1, Y + 16 * ks * sv + 32 * gc + 8 * nt, sv, true);
+        mma_ae(acc[nt], fa, fb0);
+        mma_ae(acc[nt + 1], fa, fb1);
       }
     }
 #pragma unroll
@@ -452,10 +542,11 @@ __device__ void state_step(float* X, int sh, const float* R, int sq, const float
 
 // Diagonal-block scores summed channel by channel, for strong decay, at the lane's C positions:
 // transposed = false: row t, column s, kept where s <= t; true: row s, column t, kept where
-// t >= s. Unscaled. exp(BETA_t - BETA_s) <= 1 within a block.
+// t >= s. Unscaled. exp(BETA_t - BETA_s) <= 1 within a block. Not inlined, like the other
+// strong-decay paths: rarely taken, they would otherwise crowd the instruction cache.
 template <int DKP>
-__device__ void diag_scores(float (&s)[2][4], const bf16* QR, const bf16* KR, const float* BETA,
-                            int sq, int J, bool transposed) {
+__device__ __noinline__ void diag_scores(float (&s)[2][4], const bf16* QR, const bf16* KR,
+                                         const float* BETA, int sq, int J, bool transposed) {
 #pragma unroll
   for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
@@ -494,8 +585,7 @@ __device__ void chunk_output(const Smem& m, char* sm, const Params& p, bf16* o, 
 
   FragA qa[KS];
 #pragma unroll
-  for (int ks = 0; ks < KS; ++ks)
-    qa[ks] = frag_a([&](int r, int k) { return QB[(16 * w + r) * sq + 16 * ks + k]; });
+  for (int ks = 0; ks < KS; ++ks) qa[ks] = lda_f32(QB + 16 * w * sq + 16 * ks, sq, nullptr, 1.f);
   FragA sa[4];  // A_wK as A fragments (K <= w)
 #pragma unroll
   for (int K = 0; K < 4; ++K) {
@@ -508,10 +598,8 @@ __device__ void chunk_output(const Smem& m, char* sm, const Params& p, bf16* o, 
       for (int ks = 0; ks < KS; ++ks)
 #pragma unroll
         for (int nt = 0; nt < 2; ++nt) {
-          const FragB fb = frag_b([&](int k, int n) {
-            const int i = 16 * ks + k;
-            return KE[(16 * K + 8 * nt + n) * sq + i] * P[(w * 4 + K) * DKP + i];
-          });
+          const FragB fb = ldb_f32(KE + (16 * K + 8 * nt) * sq + 16 * ks, sq,
+                                   P + (w * 4 + K) * DKP + 16 * ks, 1.f);
           mma3(s[nt], qa[ks], fb);
         }
       if (K == w)
@@ -526,10 +614,7 @@ __device__ void chunk_output(const Smem& m, char* sm, const Params& p, bf16* o, 
   FragA qi[KS];  // QB E_w scale: the queries against the entering state
 #pragma unroll
   for (int ks = 0; ks < KS; ++ks)
-    qi[ks] = frag_a([&](int r, int k) {
-      const int i = 16 * ks + k;
-      return QB[(16 * w + r) * sq + i] * E[w * DKP + i] * p.scale;
-    });
+    qi[ks] = lda_f32(QB + 16 * w * sq + 16 * ks, sq, E + w * DKP + 16 * ks, p.scale);
   const int64_t ldv = p.H * p.Dv;
   for (int gc = half; gc < p.DVP / 32; gc += halves) {
     float acc[4][4] = {};
@@ -537,11 +622,11 @@ __device__ void chunk_output(const Smem& m, char* sm, const Params& p, bf16* o, 
     for (int K = 0; K < 4; ++K) {
       if (K > w) continue;
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
-        uint32_t fb[2];
-        frag_b_exact(fb,
-                     [&](int k, int n) { return bf(V[(16 * K + k) * sv + 32 * gc + 8 * nt + n]); });
-        mma_ae(acc[nt], sa[K], fb);
+      for (int nt = 0; nt < 4; nt += 2) {
+        uint32_t fb0[2], fb1[2];
+        ldb_bf(fb0, fb1, V + 16 * K * sv + 32 * gc + 8 * nt, sv, true);
+        mma_ae(acc[nt], sa[K], fb0);
+        mma_ae(acc[nt + 1], sa[K], fb1);
       }
     }
 #pragma unroll
@@ -573,6 +658,30 @@ __device__ __forceinline__ float suffix8(float v) {
     if (g + d < 8) v += o;
   }
   return v;
+}
+
+// The diagonal block's part of dq_t / scale (t = 16 w + row), channel i, channel by channel:
+// sum over s <= t of dA[t, s] k_s exp(BETA_t - BETA_s), for strong decay.
+__device__ __noinline__ float diag_dq(const float* DAT, const bf16* KR, const float* BETA, int sq,
+                                      int w, int row, int i) {
+  const int t = 16 * w + row;
+  float s = 0.f;
+  for (int u = 0; u <= row; ++u) {
+    const int su = 16 * w + u;
+    s += DAT[row * 17 + u] * bf(KR[su * sq + i]) * expf(BETA[t * sq + i] - BETA[su * sq + i]);
+  }
+  return s;
+}
+// Likewise dk_s / scale (s = 16 w + row): sum over t >= s of dA[t, s] q_t exp(BETA_t - BETA_s).
+__device__ __noinline__ float diag_dk(const float* DAT, const bf16* QR, const float* BETA, int sq,
+                                      int w, int row, int i) {
+  const int s = 16 * w + row;
+  float acc = 0.f;
+  for (int u = row; u < 16; ++u) {
+    const int tu = 16 * w + u;
+    acc += DAT[u * 17 + row] * bf(QR[tu * sq + i]) * expf(BETA[tu * sq + i] - BETA[s * sq + i]);
+  }
+  return acc;
 }
 
 // Warp w < 4 takes row block w (dq: dA_wK = dO_w V_K^T) and column block w (dk: dA^T_Jw for
@@ -613,17 +722,14 @@ __device__ void chunk_grads(const Smem& m, char* sm, const Params& p, int64_t bh
     float dA[4][2][4] = {};
     for (int ks = 0; ks < VS; ++ks) {
       uint32_t fa[4];
-      frag_a_exact(fa, [&](int r, int k) { return bf(DO[(16 * w + r) * sv + 16 * ks + k]); });
+      lda_bf(fa, DO + 16 * w * sv + 16 * ks, sv);
 #pragma unroll
       for (int K = 0; K < 4; ++K) {
         if (K > w) continue;
-#pragma unroll
-        for (int nt = 0; nt < 2; ++nt) {
-          uint32_t fb[2];
-          frag_b_exact(
-              fb, [&](int k, int n) { return bf(V[(16 * K + 8 * nt + n) * sv + 16 * ks + k]); });
-          mma(dA[K][nt], fa, fb[0], fb[1]);
-        }
+        uint32_t fb0[2], fb1[2];
+        ldb_bf(fb0, fb1, V + 16 * K * sv + 16 * ks, sv, false);
+        mma(dA[K][0], fa, fb0[0], fb0[1]);
+        mma(dA[K][1], fa, fb1[0], fb1[1]);
       }
     }
 #pragma unroll
@@ -657,34 +763,32 @@ __device__ void chunk_grads(const Smem& m, char* sm, const Params& p, int64_t bh
       }
       for (int ks = 0; ks < VS; ++ks) {
         uint32_t fa[4];
-        frag_a_exact(fa, [&](int r, int k) { return bf(DO[(16 * w + r) * sv + 16 * ks + k]); });
+        lda_bf(fa, DO + 16 * w * sv + 16 * ks, sv);
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
-          const FragB fb = frag_b([&](int k, int n) {
-            const int i = 8 * nt + n;
-            return HS[i * sh + 16 * ks + k] * E[w * DKP + i];
-          });
+          const FragB fb =
+              ldb_f32(HS + 8 * nt * sh + 16 * ks, sh, nullptr, E[w * DKP + 8 * nt + lane_g()]);
           mma_be(dq[nt], fa, fb);
         }
       }
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
+      for (int nt = 0; nt < NT; ++nt) {
+        float gs[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int row = c_row(e), t = 16 * w + row, i = c_col(nt, e);
           float g = scale * expf(BETA[t * sq + i]) * dq[nt][e];
-          if (fallback) {  // the diagonal block, channel by channel
-            float s = 0.f;
-            for (int u = 0; u <= row; ++u) {
-              const int su = 16 * w + u;
-              s += DAT[row * 17 + u] * bf(KR[su * sq + i]) *
-                   expf(BETA[t * sq + i] - BETA[su * sq + i]);
-            }
-            g += scale * s;
-          }
-          if (t < rows && i < p.Dk) p.dq[kbase + t * ldk + i] = __float2bfloat16_rn(g);
+          if (fallback) g += scale * diag_dq(DAT, KR, BETA, sq, w, row, i);
+          gs[e] = g;
           x[nt][e] = bf(QR[t * sq + i]) * g;
         }
+#pragma unroll
+        for (int e = 0; e < 4; e += 2) {
+          const int t = 16 * w + c_row(e);
+          if (t < rows)
+            store_pair(p.dq + kbase + t * ldk, c_col(nt, e), p.Dk, gs[e], gs[e + 1], p.pair_k);
+        }
+      }
     }
 
     // dk_s = exp(d_w - b_s) (sum_{J>=w} dA^T_Jw (QB_J ⊙ P_Jw scale) + v_s (dS ⊙ F_w)^T)
@@ -697,15 +801,11 @@ __device__ void chunk_grads(const Smem& m, char* sm, const Params& p, int64_t bh
         if (diag_fb) continue;  // the diagonal block, channel by channel below
         float d[2][4] = {};     // dA^T_Jw[s, t] = v_s . dO_t
         for (int ks = 0; ks < VS; ++ks) {
-          uint32_t fa[4];
-          frag_a_exact(fa, [&](int r, int k) { return bf(V[(16 * w + r) * sv + 16 * ks + k]); });
-#pragma unroll
-          for (int nt = 0; nt < 2; ++nt) {
-            uint32_t fb[2];
-            frag_b_exact(
-                fb, [&](int k, int n) { return bf(DO[(16 * J + 8 * nt + n) * sv + 16 * ks + k]); });
-            mma(d[nt], fa, fb[0], fb[1]);
-          }
+          uint32_t fa[4], fb0[2], fb1[2];
+          lda_bf(fa, V + 16 * w * sv + 16 * ks, sv);
+          ldb_bf(fb0, fb1, DO + 16 * J * sv + 16 * ks, sv, false);
+          mma(d[0], fa, fb0[0], fb0[1]);
+          mma(d[1], fa, fb1[0], fb1[1]);
         }
         if (J == w)
 #pragma unroll
@@ -727,35 +827,33 @@ __device__ void chunk_grads(const Smem& m, char* sm, const Params& p, int64_t bh
       }
       for (int ks = 0; ks < VS; ++ks) {
         uint32_t fa[4];
-        frag_a_exact(fa, [&](int r, int k) { return bf(V[(16 * w + r) * sv + 16 * ks + k]); });
+        lda_bf(fa, V + 16 * w * sv + 16 * ks, sv);
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
-          const FragB fb = frag_b([&](int k, int n) {
-            const int i = 8 * nt + n;
-            return DHS[i * sh + 16 * ks + k] * F[w * DKP + i];
-          });
+          const FragB fb =
+              ldb_f32(DHS + 8 * nt * sh + 16 * ks, sh, nullptr, F[w * DKP + 8 * nt + lane_g()]);
           mma_be(dk[nt], fa, fb);
         }
       }
       const int last = (16 * w + 15) * sq;
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
+      for (int nt = 0; nt < NT; ++nt) {
+        float gs[4];
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           const int row = c_row(e), s = 16 * w + row, i = c_col(nt, e);
           float g = expf(BETA[last + i] - BETA[s * sq + i]) * dk[nt][e];
-          if (fallback) {
-            float acc = 0.f;
-            for (int u = row; u < 16; ++u) {
-              const int tu = 16 * w + u;
-              acc += DAT[u * 17 + row] * bf(QR[tu * sq + i]) *
-                     expf(BETA[tu * sq + i] - BETA[s * sq + i]);
-            }
-            g += scale * acc;
-          }
-          if (s < rows && i < p.Dk) p.dk[kbase + s * ldk + i] = __float2bfloat16_rn(g);
+          if (fallback) g += scale * diag_dk(DAT, QR, BETA, sq, w, row, i);
+          gs[e] = g;
           x[nt][e] -= bf(KR[s * sq + i]) * g;
         }
+#pragma unroll
+        for (int e = 0; e < 4; e += 2) {
+          const int s = 16 * w + c_row(e);
+          if (s < rows)
+            store_pair(p.dk + kbase + s * ldk, c_col(nt, e), p.Dk, gs[e], gs[e + 1], p.pair_k);
+        }
+      }
     }
 
   }  // !dv_warp
@@ -773,14 +871,11 @@ __device__ void chunk_grads(const Smem& m, char* sm, const Params& p, int64_t bh
       } else {
 #pragma unroll
         for (int ks = 0; ks < KS; ++ks) {
-          const FragA fa = frag_a([&](int r, int k) {
-            const int i = 16 * ks + k;
-            return KE[(16 * w + r) * sq + i] * P[(J * 4 + w) * DKP + i];
-          });
+          const FragA fa =
+              lda_f32(KE + 16 * w * sq + 16 * ks, sq, P + (J * 4 + w) * DKP + 16 * ks, 1.f);
 #pragma unroll
           for (int nt = 0; nt < 2; ++nt) {
-            const FragB fb =
-                frag_b([&](int k, int n) { return QB[(16 * J + 8 * nt + n) * sq + 16 * ks + k]; });
+            const FragB fb = ldb_f32(QB + (16 * J + 8 * nt) * sq + 16 * ks, sq, nullptr, 1.f);
             mma3(s[nt], fa, fb);
           }
         }
@@ -796,21 +891,18 @@ __device__ void chunk_grads(const Smem& m, char* sm, const Params& p, int64_t bh
     FragA kl[KS];
 #pragma unroll
     for (int ks = 0; ks < KS; ++ks)
-      kl[ks] = frag_a([&](int r, int k) {
-        const int i = 16 * ks + k;
-        return KE[(16 * w + r) * sq + i] * F[w * DKP + i];
-      });
+      kl[ks] = lda_f32(KE + 16 * w * sq + 16 * ks, sq, F + w * DKP + 16 * ks, 1.f);
     for (int gc = 0; gc < p.DVP / 32; ++gc) {
       float acc[4][4] = {};
 #pragma unroll
       for (int J = 0; J < 4; ++J) {
         if (J < w) continue;
 #pragma unroll
-        for (int nt = 0; nt < 4; ++nt) {
-          uint32_t fb[2];
-          frag_b_exact(
-              fb, [&](int k, int n) { return bf(DO[(16 * J + k) * sv + 32 * gc + 8 * nt + n]); });
-          mma_ae(acc[nt], at_[J], fb);
+        for (int nt = 0; nt < 4; nt += 2) {
+          uint32_t fb0[2], fb1[2];
+          ldb_bf(fb0, fb1, DO + 16 * J * sv + 32 * gc + 8 * nt, sv, true);
+          mma_ae(acc[nt], at_[J], fb0);
+          mma_ae(acc[nt + 1], at_[J], fb1);
         }
       }
 #pragma unroll
@@ -824,9 +916,11 @@ __device__ void chunk_grads(const Smem& m, char* sm, const Params& p, int64_t bh
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int s = 16 * w + c_row(e), j = 32 * gc + c_col(nt, e);
-          if (s < rows && j < p.Dv) p.dv[vbase + s * ldv + j] = __float2bfloat16_rn(acc[nt][e]);
+        for (int e = 0; e < 4; e += 2) {
+          const int s = 16 * w + c_row(e);
+          if (s < rows)
+            store_pair(p.dv + vbase + s * ldv, 32 * gc + c_col(nt, e), p.Dv, acc[nt][e],
+                       acc[nt][e + 1], p.pair_v);
         }
     }
   }
@@ -847,16 +941,22 @@ __device__ void chunk_grads(const Smem& m, char* sm, const Params& p, int64_t bh
   __syncthreads();
   if (dv_warp) return;
 #pragma unroll
-  for (int nt = 0; nt < NT; ++nt)
+  for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
       const int r = 16 * w + c_row(e), i = c_col(nt, e);
       float later = ACC[i];
       for (int u = w + 1; u < kBlocks; ++u) later += TOT[u * DKP + i];
       // a_0 only decays the zero initial state: its gradient is exactly 0.
-      const float g = seq_start && r == 0 ? 0.f : x[nt][e] + later;
-      if (r < rows && i < p.Dk) p.da[kbase + r * ldk + i] = g;
+      x[nt][e] = seq_start && r == 0 ? 0.f : x[nt][e] + later;
     }
+#pragma unroll
+    for (int e = 0; e < 4; e += 2) {
+      const int r = 16 * w + c_row(e);
+      if (r < rows)
+        store_pair(p.da + kbase + r * ldk, c_col(nt, e), p.Dk, x[nt][e], x[nt][e + 1], p.pair_a);
+    }
+  }
 }
 
 // ---- kernels ----------------------------------------------------------------------------------
@@ -872,7 +972,7 @@ __global__ void __launch_bounds__(kWideThreads) gla_state_kernel(Params p) {
   const int c0 = span * p.cps, c1 = min(c0 + p.cps, p.nc);
   float* HS = at<float>(sm, m.hs);
   double* LD = at<double>(sm, m.ld);
-  const double* dd = at<double>(sm, m.cd) + 8 * DKP;
+  const double* dd = at<double>(sm, m.cd) + kDSlot * DKP;
   const float* mul = at<float>(sm, m.mul);
   state_zero(HS, m.sh, DKP);
   for (int i = threadIdx.x; i < DKP; i += blockDim.x) LD[i] = 0;
@@ -935,9 +1035,9 @@ __global__ void __launch_bounds__(kWideThreads, DKP == 32 ? 3 : 1) gla_output_ke
   const Smem m = smem_layout(DKP, p.DVP, Kind::Output);
   const int ch = blockIdx.x, span = ch / p.cps, t0 = ch * kC, rows = chunk_rows(p, t0);
   const int64_t bh = blockIdx.y, P2 = int64_t(DKP) * p.DVP, cx = bh * p.nc + ch;
+  stage_chunk<DKP>(m, sm, p, bh, t0, rows, at<bf16>(sm, m.v), p.v);  // in flight during the next
   state_to_smem(at<float>(sm, m.hs), m.sh, p.U + (bh * (p.nsp + 1) + span) * P2, p.Dc + cx * DKP,
                 p.Lc + cx * P2, DKP, p.DVP);
-  stage_chunk<DKP>(m, sm, p, bh, t0, rows, at<bf16>(sm, m.v), p.v);
   prepare<DKP>(m, sm);  // its first barrier publishes the state and the staged chunk
   chunk_output<DKP>(m, sm, p, p.o + voff(p, bh, t0), rows);
 }
@@ -953,7 +1053,7 @@ __global__ void __launch_bounds__(kWideThreads) gla_dstate_kernel(Params p) {
   const int c0 = span * p.cps, c1 = min(c0 + p.cps, p.nc);
   float* DHS = at<float>(sm, m.dhs);
   double* LD = at<double>(sm, m.ld);
-  const double* dd = at<double>(sm, m.cd) + 8 * DKP;
+  const double* dd = at<double>(sm, m.cd) + kDSlot * DKP;
   const float* mul = at<float>(sm, m.mul);
   state_zero(DHS, m.sh, DKP);
   for (int i = threadIdx.x; i < DKP; i += blockDim.x) LD[i] = 0;
@@ -1035,13 +1135,14 @@ __global__ void __launch_bounds__(kWideThreads, DKP == 32 ? 2 : 1) gla_grads_ker
   const int ch = blockIdx.x, span = ch / p.cps, t0 = ch * kC, rows = chunk_rows(p, t0);
   const int64_t bh = blockIdx.y, P2 = int64_t(DKP) * p.DVP, cx = bh * p.nc + ch;
   float* DHS = at<float>(sm, m.dhs);
+  // The chunk's tiles first: their cp.async copies are in flight while the states are loaded.
+  stage_chunk<DKP>(m, sm, p, bh, t0, rows, at<bf16>(sm, m.v), p.v);
+  stage_tile(at<bf16>(sm, m.dO), m.sv, p.dO + voff(p, bh, t0), p.H * p.Dv, rows, p.Dv, p.DVP,
+             p.vec);
   state_to_smem(at<float>(sm, m.hs), m.sh, p.U + (bh * (p.nsp + 1) + span) * P2, p.Dc + cx * DKP,
                 p.Lc + cx * P2, DKP, p.DVP);
   state_to_smem(DHS, m.sh, p.dU + (bh * p.nsp + span) * P2, p.Ddc + cx * DKP, p.Ldc + cx * P2, DKP,
                 p.DVP);
-  stage_chunk<DKP>(m, sm, p, bh, t0, rows, at<bf16>(sm, m.v), p.v);
-  stage_tile(at<bf16>(sm, m.dO), m.sv, p.dO + voff(p, bh, t0), p.H * p.Dv, rows, p.Dv, p.DVP,
-             p.vec);
   __syncthreads();
   later_part<DKP>(at<float>(sm, m.acc), DHS, m.sh, p, bh, ch);
   prepare<DKP>(m, sm);  // its barriers publish ACC too
@@ -1111,8 +1212,8 @@ int device_attr(cudaDeviceAttr what) {
 }
 
 bool aligned16(const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+bool aligned(const void* ptr, int bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
 
-// Spans: enough (b h, span) blocks to fill the GPU about four times over, each span whole chunks.
 Params plan(int64_t B, int64_t N, int64_t H, int64_t Dk, int64_t Dv, double scale) {
   FELA_CHECK(Dk <= 64, "[gla] the CUDA kernels take head widths Dk up to 64, got ", Dk);
   Params p{};
@@ -1127,21 +1228,38 @@ Params plan(int64_t B, int64_t N, int64_t H, int64_t Dk, int64_t Dv, double scal
   p.DVP = int((Dv + 31) / 32 * 32);
   p.scale = float(scale);
   p.nc = int((N + kC - 1) / kC);
-  static const int sms = device_attr(cudaDevAttrMultiProcessorCount);
-  const int64_t want = std::clamp<int64_t>((4 * sms + p.BH - 1) / p.BH, 1, p.nc);
-  p.cps = int((p.nc + want - 1) / want);
-  p.nsp = (p.nc + p.cps - 1) / p.cps;
   return p;
 }
 
+// Sets up `kernel` for kind's shared memory; returns how many of its blocks an SM holds at once.
 template <class Kernel>
-void launch(Kernel kernel, const Params& p, Kind kind, int blocks) {
+int prepare_launch(Kernel kernel, const Params& p, Kind kind) {
   const Smem m = smem_layout(p.DKP, p.DVP, kind);
   static const int max_smem = device_attr(cudaDevAttrMaxSharedMemoryPerBlockOptin);
   FELA_CHECK(m.bytes <= max_smem, "[gla] Dk ", p.Dk, " x Dv ", p.Dv, " needs ", m.bytes,
              " bytes of shared memory per block; this GPU has ", max_smem);
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, m.bytes));
-  kernel<<<dim3(unsigned(blocks), unsigned(p.BH)), kWideThreads, m.bytes, stream()>>>(p);
+  int n = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kWideThreads, m.bytes));
+  return std::max(n, 1);
+}
+
+// Spans of whole chunks for the recurrences, as many as run in one wave of `per_sm` blocks per SM
+// (a second, partial wave would cost as much as the first), but no more than about four blocks
+// per SM.
+void plan_spans(Params& p, int per_sm) {
+  static const int sms = device_attr(cudaDevAttrMultiProcessorCount);
+  const int64_t fill = (4 * sms + p.BH - 1) / p.BH, wave = int64_t(per_sm) * sms / p.BH;
+  const int64_t want = std::clamp<int64_t>(std::min(fill, wave), 1, p.nc);
+  p.cps = int((p.nc + want - 1) / want);
+  p.nsp = (p.nc + p.cps - 1) / p.cps;
+}
+
+template <class Kernel>
+void launch(Kernel kernel, const Params& p, Kind kind, int blocks) {
+  prepare_launch(kernel, p, kind);
+  kernel<<<dim3(unsigned(blocks), unsigned(p.BH)), kWideThreads,
+           smem_layout(p.DKP, p.DVP, kind).bytes, stream()>>>(p);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -1153,6 +1271,7 @@ void launch_scan(void (*kernel)(Params), const Params& p) {
 
 template <int DKP>
 void forward_chunked(Params& p) {
+  plan_spans(p, prepare_launch(gla_state_kernel<DKP>, p, Kind::State));
   const size_t P2 = size_t(DKP) * p.DVP;
   Scratch U(size_t(p.BH) * (p.nsp + 1) * P2 * sizeof(float));
   Scratch G(size_t(p.BH) * p.nsp * DKP * sizeof(float));
@@ -1169,6 +1288,8 @@ void forward_chunked(Params& p) {
 
 template <int DKP>
 void backward_chunked(Params& p) {
+  plan_spans(p, std::min(prepare_launch(gla_state_kernel<DKP>, p, Kind::State),
+                         prepare_launch(gla_dstate_kernel<DKP>, p, Kind::DState)));
   const size_t P2 = size_t(DKP) * p.DVP;
   Scratch U(size_t(p.BH) * (p.nsp + 1) * P2 * sizeof(float));
   Scratch G(size_t(p.BH) * p.nsp * DKP * sizeof(float));
@@ -1239,6 +1360,9 @@ void gla_backward(BFloat16* dq, BFloat16* dk, BFloat16* dv, float* da, const BFl
   p.vec = Dv % 8 == 0 && aligned16(v) && aligned16(d_o);
   p.vec_qk = Dk % 8 == 0 && aligned16(q) && aligned16(k);
   p.vec_a = Dk % 4 == 0 && aligned16(a);
+  p.pair_v = Dv % 2 == 0 && aligned(p.dv, 4);
+  p.pair_k = Dk % 2 == 0 && aligned(p.dq, 4) && aligned(p.dk, 4);
+  p.pair_a = Dk % 2 == 0 && aligned(p.da, 8);
   if (p.DKP == 32)
     backward_chunked<32>(p);
   else
