@@ -6,12 +6,23 @@
 
 namespace fela::ops {
 
-void rmsnorm_forward(Tensor y, Tensor rstd, const Tensor& x, const Tensor& g, double eps,
-                     Impl impl) {
+namespace {
+struct Rows {
+  int64_t R, d;
+};
+// x as R rows of d values; checks the gain g [d] and the saved rstd [R] against them.
+Rows norm_rows(const Tensor& x, const Tensor& g, const Tensor& rstd) {
   const int64_t d = x.size(-1), R = x.numel() / d;
   check_shape(g, {d}, "rmsnorm", "g");
-  check_shape(y, x.shape(), "rmsnorm", "y");
   FELA_CHECK(rstd.numel() == R, "[rmsnorm] rstd has ", rstd.numel(), " values, expected ", R);
+  return {R, d};
+}
+}  // namespace
+
+void rmsnorm_forward(Tensor y, Tensor rstd, const Tensor& x, const Tensor& g, double eps,
+                     Impl impl) {
+  const auto [R, d] = norm_rows(x, g, rstd);
+  check_shape(y, x.shape(), "rmsnorm", "y");
   using enum DType;
   using enum Device;
   const Device dev = check_signature(
@@ -41,10 +52,8 @@ void add_rmsnorm_forward(Tensor s, Tensor y, Tensor rstd, const Tensor& a, const
     add(s, a, b, impl);
     return rmsnorm_forward(y, rstd, s, g, eps, impl);
   }
-  const int64_t d = a.size(-1), R = a.numel() / d;
-  check_shape(g, {d}, "rmsnorm", "g");
+  [[maybe_unused]] const auto [R, d] = norm_rows(a, g, rstd);  // used by the CUDA call
   check_shape(y, a.shape(), "rmsnorm", "y");
-  FELA_CHECK(rstd.numel() == R, "[rmsnorm] rstd has ", rstd.numel(), " values, expected ", R);
   using enum DType;
   using enum Device;
   check_signature("rmsnorm",
@@ -61,12 +70,10 @@ void add_rmsnorm_forward(Tensor s, Tensor y, Tensor rstd, const Tensor& a, const
 
 void rmsnorm_backward(Tensor dx, Tensor dg, const Tensor& dy, const Tensor& x, const Tensor& g,
                       const Tensor& rstd, Impl impl, GradMode dx_mode) {
-  const int64_t d = x.size(-1), R = x.numel() / d;
-  check_shape(g, {d}, "rmsnorm", "g");
+  const auto [R, d] = norm_rows(x, g, rstd);
   check_shape(dg, {d}, "rmsnorm", "dg");
   check_shape(dy, x.shape(), "rmsnorm", "dy");
   check_shape(dx, x.shape(), "rmsnorm", "dx");
-  FELA_CHECK(rstd.numel() == R, "[rmsnorm] rstd has ", rstd.numel(), " values, expected ", R);
   using enum DType;
   using enum Device;
   const Device dev = check_signature(
